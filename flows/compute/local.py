@@ -1,0 +1,225 @@
+"""The local compute backend: each step in a subprocess, in a cached virtual env.
+
+It does what an AML command job does, on this machine: the environment is a
+virtual env into which the built wheel and the pip packages are installed (so a
+step that imports something the environment lacks fails here too); the step's
+code folder is copied to a scratch folder and run from there (so `somemodel`
+can only come from the wheel); inputs are downloaded from the datastore and
+outputs uploaded to it, like AML's download and upload modes.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from uv import find_uv_bin
+
+from flows.compute.base import (
+    EnvironmentRef,
+    EnvironmentSpec,
+    StepFailedError,
+    StepResult,
+    StepSpec,
+)
+from flows.datastore.base import Datastore, join
+from flows.datastore.transfer import download, upload_folder
+from flows.fsutil import file_lock
+
+COMPLETION_MARKER = "_COMPLETE.json"
+STDERR_TAIL_LINES = 40
+_READY = ".ready.json"
+
+
+class EnvironmentBuildError(RuntimeError):
+    """Creating the local virtual environment failed; the message has pip's output."""
+
+
+class LocalCompute:
+    kind = "local"
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        cache_dir: Path,
+        step_timeout_seconds: float = 3600,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
+        self.datastore = datastore
+        self.cache_dir = cache_dir
+        self.step_timeout_seconds = step_timeout_seconds
+        self.log = logger or logging.getLogger(__name__)
+
+    # --- environment -------------------------------------------------------------
+
+    def prepare_environment(self, spec: EnvironmentSpec) -> EnvironmentRef:
+        root = self.cache_dir / "envs" / f"{spec.name}-{spec.version}"
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(root.with_name(f".lock-{root.name}")):
+            reused = (root / _READY).is_file()
+            if reused:
+                self.log.info("Reusing local environment %s@%s", spec.name, spec.version)
+            else:
+                self._build_environment(spec, root)
+        return EnvironmentRef(spec.name, spec.version, str(root), reused=reused)
+
+    def _build_environment(self, spec: EnvironmentSpec, root: Path) -> None:
+        self.log.info(
+            "Building local environment %s@%s: %s + %s",
+            spec.name,
+            spec.version,
+            " ".join(spec.pip_packages),
+            spec.wheel.filename,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+        started = time.monotonic()
+        uv = find_uv_bin()
+        try:
+            with tempfile.TemporaryDirectory(prefix="wheel-") as wheel_dir:
+                wheel = Path(wheel_dir) / spec.wheel.filename
+                self.datastore.download_file(spec.wheel.datastore_path, wheel)
+                _run_tool([uv, "venv", "--quiet", "--python", sys.executable, str(root)])
+                _run_tool(
+                    [
+                        uv,
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--python",
+                        str(root / "bin" / "python"),
+                        *spec.pip_packages,
+                        str(wheel),
+                    ]
+                )
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        (root / _READY).write_text(
+            json.dumps({"name": spec.name, "version": spec.version, "wheel": spec.wheel.sha256})
+        )
+        self.log.info("Built local environment in %.1f s", time.monotonic() - started)
+
+    # --- steps ---------------------------------------------------------------------
+
+    def run_step(self, spec: StepSpec, environment: EnvironmentRef) -> StepResult:
+        outputs = {o.name: o.path for o in spec.outputs}
+        if self._is_complete(spec):
+            self.log.info("Step %s already completed: reusing its outputs", spec.job_name)
+            return StepResult(spec.step, spec.job_name, "Completed", outputs, url="", reused=True)
+        started = time.monotonic()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"{spec.job_name}-", dir=self.cache_dir) as tmp:
+            scratch = Path(tmp)
+            code = scratch / "code"
+            shutil.copytree(
+                spec.code_dir, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
+            local_inputs = {
+                i.name: str(download(self.datastore, i.path, scratch / "inputs" / i.name))
+                for i in spec.inputs
+            }
+            local_outputs = {}
+            for o in spec.outputs:
+                (scratch / "outputs" / o.name).mkdir(parents=True)
+                local_outputs[o.name] = str(scratch / "outputs" / o.name)
+            python = str(Path(environment.location) / "bin" / "python")
+            argv = spec.command(local_inputs, local_outputs, python=python)
+            self.log.info("Running step %s: %s", spec.job_name, " ".join(argv[1:]))
+            self._run_step_process(spec, argv, cwd=code, home=scratch, environment=environment)
+            for o in spec.outputs:
+                upload_folder(self.datastore, Path(local_outputs[o.name]), o.path)
+        duration = time.monotonic() - started
+        self._mark_complete(spec, environment, duration)
+        self.log.info("Step %s completed in %.1f s", spec.job_name, duration)
+        return StepResult(
+            spec.step, spec.job_name, "Completed", outputs, url="", duration_seconds=duration
+        )
+
+    def _run_step_process(
+        self, spec: StepSpec, argv: list[str], cwd: Path, home: Path, environment: EnvironmentRef
+    ) -> None:
+        bin_dir = Path(environment.location) / "bin"
+        # The step gets only what it needs: no credentials, no PYTHONPATH, no
+        # site-packages of the orchestrator.
+        env = {
+            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home),
+            "TMPDIR": str(home),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+        timed_out = threading.Event()
+
+        def kill_on_timeout() -> None:
+            timed_out.set()
+            process.kill()
+
+        timer = threading.Timer(self.step_timeout_seconds, kill_on_timeout)
+        timer.start()
+        try:
+            for line in process.stdout or ():
+                line = line.rstrip("\n")
+                tail.append(line)
+                self.log.info("[%s] %s", spec.step, line)
+            returncode = process.wait()
+        finally:
+            # Cancellation, a crash of the flow or a timeout: never leave the step running.
+            timer.cancel()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if returncode != 0:
+            reason = (
+                f"timed out after {self.step_timeout_seconds:.0f} s"
+                if timed_out.is_set()
+                else f"exited with code {returncode}"
+            )
+            raise StepFailedError(
+                f"step {spec.job_name} {reason}. Last output:\n" + "\n".join(tail)
+            )
+
+    def _is_complete(self, spec: StepSpec) -> bool:
+        return all(self.datastore.exists(join(o.path, COMPLETION_MARKER)) for o in spec.outputs)
+
+    def _mark_complete(self, spec: StepSpec, environment: EnvironmentRef, duration: float) -> None:
+        marker = json.dumps(
+            {
+                "job_name": spec.job_name,
+                "environment": environment.id,
+                "duration_seconds": round(duration, 3),
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / COMPLETION_MARKER
+            path.write_text(marker)
+            for o in spec.outputs:
+                self.datastore.upload_file(path, join(o.path, COMPLETION_MARKER), overwrite=True)
+
+
+def _run_tool(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise EnvironmentBuildError(
+            f"{Path(argv[0]).name} {argv[1]} failed (exit {result.returncode}):\n"
+            + (result.stderr or result.stdout)[-4000:]
+        )

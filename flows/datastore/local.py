@@ -1,0 +1,103 @@
+"""The local datastore: a folder with the container's relative paths."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from flows.datastore.base import (
+    DatastoreError,
+    DatastoreNotFoundError,
+    PreconditionFailedError,
+    Versioned,
+    sha256_of_file,
+)
+from flows.fsutil import file_lock
+
+
+class LocalDatastore:
+    kind = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def describe(self) -> str:
+        return f"local datastore at {self.root}"
+
+    def uri(self, path: str) -> str:
+        return self._resolve(path).as_uri()
+
+    def _resolve(self, path: str) -> Path:
+        resolved = (self.root / path).resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise DatastoreError(f"path {path!r} escapes the {self.describe()}")
+        return resolved
+
+    def exists(self, path: str) -> bool:
+        return self._resolve(path).is_file()
+
+    def list_files(self, prefix: str) -> list[str]:
+        folder = self._resolve(prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    def download_file(self, path: str, dest: Path) -> None:
+        src = self._resolve(path)
+        if not src.is_file():
+            raise DatastoreNotFoundError(f"{path!r} does not exist in the {self.describe()}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+
+    def upload_file(self, src: Path, path: str, *, overwrite: bool = False) -> None:
+        target = self._resolve(path)
+        if target.exists() and not overwrite:
+            raise DatastoreError(f"{path!r} already exists in the {self.describe()}")
+        expected = sha256_of_file(src)
+        with self._atomic_target(target) as tmp:
+            shutil.copyfile(src, tmp)
+            if sha256_of_file(tmp) != expected:
+                raise DatastoreError(f"upload of {path!r} was corrupted (sha256 mismatch)")
+
+    def read_versioned(self, path: str) -> Versioned | None:
+        target = self._resolve(path)
+        try:
+            data = target.read_bytes()
+        except FileNotFoundError:
+            return None
+        return Versioned(text=data.decode("utf-8"), etag=hashlib.sha256(data).hexdigest())
+
+    def write_conditional(self, path: str, text: str, *, etag: str | None) -> None:
+        target = self._resolve(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(target.with_name(f".lock-{target.name}")):
+            current = self.read_versioned(path)
+            current_etag = current.etag if current else None
+            if current_etag != etag:
+                raise PreconditionFailedError(
+                    f"{path!r} changed since it was read in the {self.describe()}"
+                )
+            with self._atomic_target(target) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+
+    @contextmanager
+    def _atomic_target(self, target: Path) -> Iterator[Path]:
+        """Yield a temp path beside `target`; move it into place only on success."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)

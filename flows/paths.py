@@ -1,0 +1,87 @@
+"""Names that reach storage: datastore paths, run ids, column names.
+
+`input_path` comes from a public API (`prefect deployment run --param`), so it
+is checked before anything touches storage: a relative POSIX path inside the
+datastore, nothing that could escape it or be read as a URL. The same
+`Annotated` types are the flows' parameter hints, so Prefect rejects a bad
+value when the run is created, before any task runs.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+MAX_PATH_LENGTH = 1024
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ =+-]*$")
+_RUN_ID = re.compile(r"^[a-z][a-z0-9-]{2,62}$")
+_COLUMN = re.compile(r"^[^\x00-\x1f]{1,256}$")
+
+
+class InvalidPathError(ValueError):
+    """A datastore path is unsafe or malformed; the message says why."""
+
+
+def check_datastore_path(path: str) -> str:
+    """Return `path` normalised (no trailing slash) or raise InvalidPathError."""
+    shown = repr(path[:80] + ("..." if len(path) > 80 else ""))
+    if not path or not path.strip("/"):
+        raise InvalidPathError("path is empty: give a file or folder inside the datastore")
+    if len(path) > MAX_PATH_LENGTH:
+        raise InvalidPathError(f"path {shown} is longer than {MAX_PATH_LENGTH} characters")
+    if "\x00" in path or any(ord(c) < 32 for c in path):
+        raise InvalidPathError(f"path {shown} contains control characters")
+    if "://" in path or path.startswith(("azureml:", "http:", "https:", "file:")):
+        raise InvalidPathError(
+            f"path {shown} looks like a URL: give a path relative to the datastore, "
+            "e.g. raw/2026-11-23.csv"
+        )
+    if path.startswith("/") or "\\" in path or re.match(r"^[A-Za-z]:", path):
+        raise InvalidPathError(
+            f"path {shown} is absolute: give a path relative to the datastore, "
+            "e.g. raw/2026-11-23.csv"
+        )
+    segments = path.rstrip("/").split("/")
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise InvalidPathError(
+                f"path {shown} has an empty, '.' or '..' segment: paths may not leave the datastore"
+            )
+        if not _SEGMENT.match(segment):
+            raise InvalidPathError(
+                f"path {shown}: segment {segment!r} may only contain letters, digits, "
+                "'.', '_', '-', '=', '+' and spaces, and must start with a letter or digit"
+            )
+    return "/".join(segments)
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise InvalidPathError(
+            f"run id {run_id[:80]!r} must be 3-63 characters of lower-case letters, digits "
+            "and '-', starting with a letter (it names blobs and Azure ML jobs)"
+        )
+    return run_id
+
+
+def check_column_name(name: str) -> str:
+    if not _COLUMN.match(name):
+        raise InvalidPathError(
+            f"column name {name[:80]!r} must be 1-256 characters without control characters"
+        )
+    return name
+
+
+DatastorePath = Annotated[str, AfterValidator(check_datastore_path)]
+RunId = Annotated[str, AfterValidator(check_run_id)]
+ColumnName = Annotated[str, AfterValidator(check_column_name)]
+
+
+def make_run_id(prefix: str, flow_run_id: str, now: datetime | None = None) -> str:
+    """A readable, unique id: `train-2026-11-23-1a2b3c4d` (date + flow-run id prefix)."""
+    day = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
+    short = re.sub(r"[^a-z0-9]", "", flow_run_id.lower())[:8]
+    return check_run_id(f"{prefix}-{day}-{short}")

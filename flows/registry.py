@@ -1,0 +1,176 @@
+"""The model registry on the datastore: verify a trained model, promote it, resolve it.
+
+A model file is loaded only after its sha256 matches the `metadata.json` written
+by the train step, and then with skops and an explicit list of trusted types
+(see somemodel.persistence), never with pickle: a swapped file cannot run code.
+`trained_models/latest.json` moves forward only, by conditional writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from flows.datastore.base import (
+    Datastore,
+    DatastoreNotFoundError,
+    PreconditionFailedError,
+    sha256_of_file,
+)
+from flows.plan import LATEST, MODELS_ROOT, model_dir
+
+logger = logging.getLogger(__name__)
+
+
+class ModelVerificationError(RuntimeError):
+    """A trained model is missing, corrupted or unusable; it must not be promoted."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    run_id: str
+    model_path: str
+    model_sha256: str
+    created_at: str
+    accuracy: float | None
+    classes: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    uri: str
+    metrics: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def pointer(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "model_path": self.model_path,
+            "model_sha256": self.model_sha256,
+            "created_at": self.created_at,
+            "accuracy": self.accuracy,
+            "promoted_at": datetime.now(UTC).isoformat(),
+        }
+
+
+def read_metadata(datastore: Datastore, run_id: str) -> dict[str, Any]:
+    path = f"{model_dir(run_id)}/metadata.json"
+    versioned = datastore.read_versioned(path)
+    if versioned is None:
+        raise ModelVerificationError(
+            f"no model metadata at {path!r} in the {datastore.describe()}: the train step of "
+            f"run {run_id!r} did not finish"
+        )
+    try:
+        metadata = json.loads(versioned.text)
+    except json.JSONDecodeError as exc:
+        raise ModelVerificationError(f"{path!r} is not valid JSON: {exc}") from exc
+    missing = {"model_file", "model_sha256", "classes", "feature_names", "created_at"} - set(
+        metadata
+    )
+    if missing:
+        raise ModelVerificationError(f"{path!r} lacks {sorted(missing)}")
+    return dict(metadata)
+
+
+def download_verified_model(
+    datastore: Datastore, run_id: str, dest: Path
+) -> tuple[Path, dict[str, Any]]:
+    """Download the run's model file to `dest` and check its sha256 against the metadata."""
+    metadata = read_metadata(datastore, run_id)
+    path = f"{model_dir(run_id)}/{metadata['model_file']}"
+    local = dest / Path(metadata["model_file"]).name
+    try:
+        datastore.download_file(path, local)
+    except DatastoreNotFoundError as exc:
+        raise ModelVerificationError(f"model file missing for run {run_id!r}: {exc}") from exc
+    actual = sha256_of_file(local)
+    if actual != metadata["model_sha256"]:
+        raise ModelVerificationError(
+            f"model file {path!r} has sha256 {actual}, but its metadata says "
+            f"{metadata['model_sha256']}: the file was changed or corrupted; refusing to load it"
+        )
+    return local, metadata
+
+
+def verify_model(datastore: Datastore, run_id: str) -> ModelRef:
+    """Check that the run's model exists, matches its sha256, loads and predicts."""
+    from somemodel import load_model
+
+    with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
+        local, metadata = download_verified_model(datastore, run_id, Path(tmp))
+        model = load_model(local)
+    features = list(metadata["feature_names"])
+    sample = pd.DataFrame([[0.0] * len(features)] * 3, columns=features)
+    try:
+        predicted = model.predict(sample)
+        probabilities = model.predict_proba(sample)
+    except Exception as exc:  # any failure to predict means the model is unusable
+        raise ModelVerificationError(f"model of run {run_id!r} fails to predict: {exc}") from exc
+    classes = [str(c) for c in metadata["classes"]]
+    if not {str(p) for p in predicted} <= set(classes) or probabilities.shape != (
+        len(sample),
+        len(classes),
+    ):
+        raise ModelVerificationError(
+            f"model of run {run_id!r} predicts outside its classes {classes}"
+        )
+    accuracy = metadata.get("metrics", {}).get("accuracy")
+    model_path = f"{model_dir(run_id)}/{metadata['model_file']}"
+    return ModelRef(
+        run_id=run_id,
+        model_path=model_path,
+        model_sha256=metadata["model_sha256"],
+        created_at=metadata["created_at"],
+        accuracy=float(accuracy) if accuracy is not None else None,
+        classes=tuple(classes),
+        feature_names=tuple(features),
+        uri=datastore.uri(model_path),
+        metrics=dict(metadata.get("metrics", {})),
+    )
+
+
+@retry(
+    retry=retry_if_exception_type(PreconditionFailedError),
+    stop=stop_after_attempt(8),
+    wait=wait_random_exponential(multiplier=0.05, max=2),
+    reraise=True,
+)
+def promote(datastore: Datastore, model: ModelRef, root: str = MODELS_ROOT) -> bool:
+    """Point `{root}/latest.json` at `model` unless it already points at a newer one.
+
+    The write is conditional on the version read, so two runs finishing at once
+    cannot clobber each other: the loser re-reads and decides again.
+    """
+    path = f"{root}/{LATEST}"
+    current = datastore.read_versioned(path)
+    if current is not None:
+        try:
+            pointed = json.loads(current.text)
+        except json.JSONDecodeError:
+            pointed = {}
+            logger.warning("%s was not valid JSON; replacing it", path)
+        if pointed.get("created_at", "") > model.created_at:
+            logger.info(
+                "Not promoting %s: %s already points at the newer %s",
+                model.run_id,
+                path,
+                pointed.get("run_id"),
+            )
+            return False
+    datastore.write_conditional(
+        path, json.dumps(model.pointer(), indent=2), etag=current.etag if current else None
+    )
+    logger.info("Promoted %s: %s now points at it", model.run_id, path)
+    return True
+
+
+def latest_run_id(datastore: Datastore, root: str = MODELS_ROOT) -> str | None:
+    current = datastore.read_versioned(f"{root}/{LATEST}")
+    if current is None:
+        return None
+    return str(json.loads(current.text)["run_id"])

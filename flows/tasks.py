@@ -1,0 +1,77 @@
+"""The train flow's tasks: each a few lines over a backend call.
+
+Tasks take backends as arguments, which Prefect cannot hash, so they do not use
+Prefect's input cache; step reuse is the backends' business (job names and
+completion markers), where it can see the data.
+
+No task retries here: transient storage and AML faults (429, 5xx, dropped
+connections) are retried with back-off by azure-core's retry policy inside the
+backends, and everything else (a missing input, a failed step, a model that
+does not verify) fails the same way on every attempt.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.compute.base import (
+    Compute,
+    EnvironmentRef,
+    EnvironmentSpec,
+    StepInput,
+    StepResult,
+    StepSpec,
+    WheelRef,
+)
+from flows.datastore.base import Datastore
+from flows.datastore.transfer import resolve_input
+from flows.registry import ModelRef, promote, verify_model
+from flows.settings import Settings
+from flows.wheel import SOMEMODEL_SOURCE, build_wheel
+
+
+@task(cache_policy=NO_CACHE)
+def check_input(datastore: Datastore, input_path: str) -> StepInput:
+    kind, files = resolve_input(datastore, input_path)
+    get_run_logger().info("Input %s: %s with %d file(s)", input_path, kind, len(files))
+    return StepInput("input_dataset_path", input_path, kind)
+
+
+@task(cache_policy=NO_CACHE)
+def upload_wheel(datastore: Datastore, settings: Settings) -> WheelRef:
+    wheel = build_wheel(SOMEMODEL_SOURCE, settings.cache_dir / "wheels")
+    if datastore.exists(wheel.datastore_path):
+        get_run_logger().info("Wheel %s already uploaded", wheel.datastore_path)
+    else:
+        datastore.upload_file(wheel.local_path, wheel.datastore_path)
+        get_run_logger().info("Uploaded wheel to %s", wheel.datastore_path)
+    return wheel
+
+
+@task(cache_policy=NO_CACHE)
+def build_environment(compute: Compute, settings: Settings, wheel: WheelRef) -> EnvironmentRef:
+    spec = EnvironmentSpec(
+        name=settings.environment_name,
+        base_image=settings.base_image,
+        pip_packages=settings.pip_packages,
+        wheel=wheel,
+    )
+    return compute.prepare_environment(spec)
+
+
+@task(cache_policy=NO_CACHE)
+def submit_step(compute: Compute, spec: StepSpec, environment: EnvironmentRef) -> StepResult:
+    return compute.run_step(spec, environment)
+
+
+@task(cache_policy=NO_CACHE)
+def verify_model_blob(datastore: Datastore, run_id: str) -> ModelRef:
+    model = verify_model(datastore, run_id)
+    get_run_logger().info("Verified model %s (sha256 %s)", model.model_path, model.model_sha256)
+    return model
+
+
+@task(cache_policy=NO_CACHE)
+def promote_model(datastore: Datastore, model: ModelRef) -> bool:
+    return promote(datastore, model)

@@ -1,0 +1,171 @@
+"""The local compute backend: cached environments, wheel-only imports, step failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.compute.base import (
+    EnvironmentRef,
+    EnvironmentSpec,
+    StepFailedError,
+    StepOutput,
+    StepSpec,
+)
+from flows.compute.local import COMPLETION_MARKER, LocalCompute
+from flows.datastore import LocalDatastore
+from flows.settings import Settings
+from flows.wheel import SOMEMODEL_SOURCE, build_wheel
+from tests.conftest import TEST_CACHE_DIR
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> LocalDatastore:
+    return LocalDatastore(tmp_path_factory.mktemp("datastore"))
+
+
+@pytest.fixture(scope="module")
+def environment(store: LocalDatastore) -> EnvironmentRef:
+    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
+    if not store.exists(wheel.datastore_path):
+        store.upload_file(wheel.local_path, wheel.datastore_path)
+    settings = Settings()
+    spec = EnvironmentSpec("somemodel-env", settings.base_image, settings.pip_packages, wheel)
+    return LocalCompute(store, TEST_CACHE_DIR).prepare_environment(spec)
+
+
+def _probe_step(tmp_path: Path, body: str, run_id: str = "probe-run") -> StepSpec:
+    code = tmp_path / "probe_code"
+    code.mkdir(exist_ok=True)
+    (code / "probe.py").write_text(
+        "import argparse, pathlib, sys\n"
+        "parser = argparse.ArgumentParser()\n"
+        "parser.add_argument('--out')\n"
+        "args = parser.parse_args()\n"
+        "out = pathlib.Path(args.out)\n" + body
+    )
+    return StepSpec(
+        step="probe",
+        run_id=run_id,
+        code_dir=code,
+        script="probe.py",
+        inputs=(),
+        outputs=(StepOutput("out", f"probes/{run_id}"),),
+    )
+
+
+def test_wheel_is_reproducible(tmp_path: Path) -> None:
+    first = build_wheel(SOMEMODEL_SOURCE, tmp_path / "a")
+    second = build_wheel(SOMEMODEL_SOURCE, tmp_path / "b")
+    assert first.sha256 == second.sha256
+    assert first.datastore_path == f"wheels/{first.sha256}/{first.filename}"
+
+
+def test_environment_is_reused_by_version(
+    store: LocalDatastore, environment: EnvironmentRef
+) -> None:
+    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
+    settings = Settings()
+    spec = EnvironmentSpec("somemodel-env", settings.base_image, settings.pip_packages, wheel)
+    again = LocalCompute(store, TEST_CACHE_DIR).prepare_environment(spec)
+    assert again.reused
+    assert again.version == environment.version
+
+
+def test_environment_version_changes_with_any_input(environment: EnvironmentRef) -> None:
+    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
+    base = EnvironmentSpec("e", "img:1", ("pandas==3.1.1",), wheel)
+    assert base.version != EnvironmentSpec("e", "img:2", ("pandas==3.1.1",), wheel).version
+    assert base.version != EnvironmentSpec("e", "img:1", ("pandas==3.1.0",), wheel).version
+    other_wheel = type(wheel)(wheel.local_path, "0" * 64, wheel.datastore_path)
+    assert base.version != EnvironmentSpec("e", "img:1", ("pandas==3.1.1",), other_wheel).version
+    reordered = EnvironmentSpec("e", "img:1", ("b==1", "a==1"), wheel)
+    assert reordered.version == EnvironmentSpec("e", "img:1", ("a==1", "b==1"), wheel).version
+
+
+def test_step_imports_somemodel_from_the_wheel_not_the_source_tree(
+    store: LocalDatastore, environment: EnvironmentRef, tmp_path: Path
+) -> None:
+    spec = _probe_step(
+        tmp_path,
+        "import somemodel\n(out / 'where.txt').write_text(somemodel.__file__)\n",
+        run_id="probe-wheel",
+    )
+    LocalCompute(store, TEST_CACHE_DIR).run_step(spec, environment)
+    where = (store.root / "probes/probe-wheel/where.txt").read_text()
+    assert where.startswith(environment.location)
+    assert "site-packages" in where
+    assert not where.startswith(str(SOMEMODEL_SOURCE))
+
+
+def test_step_that_imports_what_the_environment_lacks_fails(
+    store: LocalDatastore, environment: EnvironmentRef, tmp_path: Path
+) -> None:
+    spec = _probe_step(tmp_path, "import prefect\n", run_id="probe-missing")
+    with pytest.raises(StepFailedError, match="No module named 'prefect'"):
+        LocalCompute(store, TEST_CACHE_DIR).run_step(spec, environment)
+
+
+def test_step_gets_no_secrets_from_the_environment(
+    store: LocalDatastore,
+    environment: EnvironmentRef,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SOMEMODEL_BLOB_CONNECTION_STRING", "AccountKey=leaky")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "leaky")
+    spec = _probe_step(
+        tmp_path,
+        "import os, json\n(out / 'env.json').write_text(json.dumps(dict(os.environ)))\n",
+        run_id="probe-env",
+    )
+    LocalCompute(store, TEST_CACHE_DIR).run_step(spec, environment)
+    seen = (store.root / "probes/probe-env/env.json").read_text()
+    assert "leaky" not in seen
+    assert "PYTHONPATH" not in seen
+
+
+def test_failed_step_raises_with_its_output_tail_and_writes_nothing(
+    store: LocalDatastore, environment: EnvironmentRef, tmp_path: Path
+) -> None:
+    spec = _probe_step(
+        tmp_path,
+        "(out / 'half.bin').write_text('partial')\n"
+        "print('error: the input is bad in a specific way', file=sys.stderr)\n"
+        "sys.exit(2)\n",
+        run_id="probe-fail",
+    )
+    with pytest.raises(StepFailedError, match="exited with code 2") as info:
+        LocalCompute(store, TEST_CACHE_DIR).run_step(spec, environment)
+    assert "error: the input is bad in a specific way" in str(info.value)
+    assert store.list_files("probes/probe-fail") == []
+
+
+def test_step_timeout_kills_the_process(
+    store: LocalDatastore, environment: EnvironmentRef, tmp_path: Path
+) -> None:
+    spec = _probe_step(tmp_path, "import time\ntime.sleep(60)\n", run_id="probe-slow")
+    compute = LocalCompute(store, TEST_CACHE_DIR, step_timeout_seconds=1)
+    with pytest.raises(StepFailedError, match="timed out after 1 s"):
+        compute.run_step(spec, environment)
+
+
+def test_completed_step_is_not_run_again(
+    store: LocalDatastore, environment: EnvironmentRef, tmp_path: Path
+) -> None:
+    spec = _probe_step(
+        tmp_path,
+        "import time\n(out / 'stamp.txt').write_text(str(time.time_ns()))\n",
+        run_id="probe-once",
+    )
+    compute = LocalCompute(store, TEST_CACHE_DIR)
+    first = compute.run_step(spec, environment)
+    stamp = (store.root / "probes/probe-once/stamp.txt").read_text()
+    second = compute.run_step(spec, environment)
+    assert not first.reused
+    assert second.reused
+    assert (store.root / "probes/probe-once/stamp.txt").read_text() == stamp
+    assert store.exists(f"probes/probe-once/{COMPLETION_MARKER}")

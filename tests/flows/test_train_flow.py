@@ -1,0 +1,147 @@
+"""The whole train flow on the local compute and the local datastore, through Prefect."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.compute.base import StepFailedError
+from flows.datastore import DatastoreNotFoundError, LocalDatastore
+from flows.settings import Settings
+from flows.summary import TrainSummary
+from flows.train import SAMPLE_PATH, main, seed_sample, train
+from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDatastore]:
+    root = tmp_path_factory.mktemp("datastore")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOMEMODEL_LOCAL_DATASTORE_ROOT", str(root))
+        patch.setenv("SOMEMODEL_CACHE_DIR", str(TEST_CACHE_DIR))
+        seed_sample(Settings())
+        yield LocalDatastore(root)
+
+
+@pytest.fixture(scope="module")
+def first_run(store: LocalDatastore) -> TrainSummary:
+    return train(input_path=SAMPLE_PATH)
+
+
+def _latest(store: LocalDatastore) -> dict:
+    current = store.read_versioned("trained_models/latest.json")
+    assert current is not None
+    return json.loads(current.text)
+
+
+def _upload(store: LocalDatastore, tmp_path: Path, path: str, text: str) -> None:
+    local = tmp_path / "upload.csv"
+    local.write_text(text)
+    store.upload_file(local, path, overwrite=True)
+
+
+def test_trains_verifies_and_promotes(store: LocalDatastore, first_run: TrainSummary) -> None:
+    run_id = first_run.run_id
+    assert run_id.startswith("train-")
+    files = store.list_files(f"trained_models/{run_id}")
+    assert f"trained_models/{run_id}/model.skops" in files
+    metadata = json.loads((store.root / f"trained_models/{run_id}/metadata.json").read_text())
+    assert metadata["run_id"] == run_id
+    assert metadata["input_path"] == SAMPLE_PATH
+    assert metadata["metrics"]["accuracy"] > 0.8
+    assert first_run.model.model_sha256 == metadata["model_sha256"]
+    assert store.list_files(f"prepared_dataframes/{run_id}")
+    assert _latest(store)["run_id"] == run_id
+    assert first_run.promoted
+    assert [s.step for s in first_run.steps] == ["data_prep", "train"]
+
+
+def test_second_run_reuses_wheel_and_environment(
+    store: LocalDatastore, first_run: TrainSummary
+) -> None:
+    second = train(input_path=SAMPLE_PATH)
+    assert second.run_id != first_run.run_id
+    assert second.environment.reused
+    assert second.environment.id == first_run.environment.id
+    assert len(store.list_files("wheels")) == 1
+    assert _latest(store)["run_id"] == second.run_id
+
+
+def test_rerun_with_same_run_id_reuses_finished_steps(first_run: TrainSummary) -> None:
+    again = train(input_path=SAMPLE_PATH, run_id=first_run.run_id)
+    assert [s.reused for s in again.steps] == [True, True]
+    assert again.model.model_sha256 == first_run.model.model_sha256
+
+
+def test_folder_of_csvs_is_one_input(store: LocalDatastore, tmp_path: Path) -> None:
+    lines = SAMPLE_CSV.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    _upload(store, tmp_path, "raw/week/a.csv", "\n".join([header, *rows[::2]]) + "\n")
+    _upload(store, tmp_path, "raw/week/b.csv", "\n".join([header, *rows[1::2]]) + "\n")
+    summary = train(input_path="raw/week")
+    metadata = json.loads(
+        (store.root / f"trained_models/{summary.run_id}/metadata.json").read_text()
+    )
+    assert metadata["n_train"] + metadata["n_test"] == len(rows)
+
+
+def test_missing_input_fails_before_any_step(
+    store: LocalDatastore, first_run: TrainSummary
+) -> None:
+    before = store.list_files("prepared_dataframes")
+    with pytest.raises(DatastoreNotFoundError, match=r"'raw/nope.csv'.*local datastore"):
+        train(input_path="raw/nope.csv")
+    assert store.list_files("prepared_dataframes") == before
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "/etc/passwd", "https://x.y/z.csv"])
+def test_unsafe_input_path_is_rejected_by_parameter_validation(bad: str) -> None:
+    with pytest.raises(Exception, match="input_path") as info:
+        train(input_path=bad)
+    assert "datastore" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("csv", "message"),
+    [
+        ("a,b\n1,2\n3,4\n", "target"),
+        ("", "empty"),
+        ("a,b,target\n", "no data rows"),
+        ("a,b,target\nx,1,p\ny,2,q\n", "numeric"),
+        ("a,b,target\n1,2,p\n3,4,p\n", "single class"),
+    ],
+    ids=["no-target", "empty", "header-only", "non-numeric", "single-class"],
+)
+def test_bad_csv_fails_with_reason_and_latest_stays(
+    store: LocalDatastore, first_run: TrainSummary, tmp_path: Path, csv: str, message: str
+) -> None:
+    latest_before = _latest(store)
+    _upload(store, tmp_path, "raw/bad.csv", csv)
+    with pytest.raises(StepFailedError, match=message) as info:
+        train(input_path="raw/bad.csv")
+    assert "error:" in str(info.value)
+    assert _latest(store) == latest_before
+
+
+def test_cli_prints_run_id_model_and_accuracy(
+    store: LocalDatastore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--input-path", SAMPLE_PATH]) == 0
+    out = capsys.readouterr().out
+    assert "run id:    train-" in out
+    assert "model.skops" in out
+    assert "accuracy:" in out
+
+
+def test_cli_exits_non_zero_with_the_error(
+    store: LocalDatastore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--input-path", "raw/missing.csv"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "raw/missing.csv" in err
