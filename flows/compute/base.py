@@ -13,9 +13,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
-InputKind = Literal["uri_file", "uri_folder"]
+from flows.datastore.base import InputKind
 
 
 class StepFailedError(RuntimeError):

@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 CHUNK_SIZE = 4 * 1024 * 1024
+
+# How a job sees a datastore path: one file, or a folder of files (AML's names).
+InputKind = Literal["uri_file", "uri_folder"]
 
 
 class DatastoreError(RuntimeError):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from flows.datastore.base import Datastore, DatastoreNotFoundError, join
+from flows.datastore.base import Datastore, DatastoreNotFoundError, InputKind, join
 
 
-def resolve_input(datastore: Datastore, path: str) -> tuple[str, list[str]]:
+def resolve_input(datastore: Datastore, path: str) -> tuple[InputKind, list[str]]:
     """Classify `path` as a file or a folder; return ("uri_file"|"uri_folder", files).
 
     Raises DatastoreNotFoundError naming the path and the datastore when it is

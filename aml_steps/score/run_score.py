@@ -1,0 +1,60 @@
+"""CLI of the score step: a trained model folder and CSV(s) in, predictions + manifest out."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from score import ScoreError, build_manifest, load_trained_model, score_files, write_manifest
+
+logger = logging.getLogger("run_score")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--model", type=Path, required=True, help="folder with model.skops + metadata.json"
+    )
+    parser.add_argument(
+        "--input-data", type=Path, required=True, help="a CSV file or a folder of CSVs"
+    )
+    parser.add_argument("--predictions", type=Path, required=True, help="output folder")
+    parser.add_argument("--run-id", required=True, help="the scoring run id, recorded")
+    parser.add_argument("--id-column", default="id", help="input column copied to row_id")
+    parser.add_argument("--chunk-size", type=int, default=100_000, help="rows per chunk")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    args = parse_args(argv)
+    try:
+        trained = load_trained_model(args.model)
+        logger.info(
+            "loaded model of run %s (sha256 %s)", trained.metadata.get("run_id"), trained.sha256
+        )
+        inputs = score_files(
+            trained,
+            args.input_data,
+            args.predictions,
+            id_column=args.id_column,
+            chunk_size=args.chunk_size,
+        )
+    except ScoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manifest = build_manifest(
+        run_id=args.run_id, trained=trained, inputs=inputs, created_at=datetime.now(UTC)
+    )
+    written = write_manifest(manifest, args.predictions)
+    logger.info("scored %d rows; wrote %s", manifest["output_rows"], written)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Fit SomeModel on a prepared table, score it on a stratified held-out split, and
+write the model file plus ``metadata.json`` (the completion marker, written last).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from sklearn.model_selection import train_test_split
+
+from somemodel import MODEL_FILENAME, SomeModel, save_model
+from somemodel import __version__ as somemodel_version
+
+logger = logging.getLogger(__name__)
+
+PREPARED_FILENAME = "prepared.parquet"
+METADATA_FILENAME = "metadata.json"
+_HASH_CHUNK = 1 << 20
+
+
+class TrainError(ValueError):
+    """The training data cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: SomeModel
+    metrics: dict[str, Any]
+    n_train: int
+    n_test: int
+
+
+def _json_value(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _check_splittable(y: pd.Series, test_size: float) -> None:
+    if not 0.0 < test_size < 1.0:
+        raise TrainError(f"test_size must be between 0 and 1 (exclusive), got {test_size}")
+    counts = y.value_counts()
+    if len(counts) < 2:
+        only = counts.index[0] if len(counts) else None
+        raise TrainError(f"the target has a single class {only!r}: need at least 2")
+    rare = counts[counts < 2]
+    if not rare.empty:
+        raise TrainError(
+            f"classes {[_json_value(c) for c in rare.index]} have fewer than 2 rows: "
+            "a stratified split needs at least 2 rows per class"
+        )
+    n = len(y)
+    # Same rounding as sklearn's train_test_split.
+    n_test = math.ceil(test_size * n)
+    n_train = math.floor((1.0 - test_size) * n)
+    if min(n_test, n_train) < len(counts):
+        raise TrainError(
+            f"too few rows ({n}) for a stratified split with test_size={test_size} and "
+            f"{len(counts)} classes: train/test would get {n_train}/{n_test} rows, "
+            f"each needs at least {len(counts)}"
+        )
+
+
+def train(
+    df: pd.DataFrame, target_col: str = "target", test_size: float = 0.2, random_state: int = 42
+) -> TrainResult:
+    """Fit on a stratified train split and report metrics on the held-out split."""
+    if target_col not in df.columns:
+        raise TrainError(f"target column {target_col!r} not found; columns are {list(df.columns)}")
+    features = [c for c in df.columns if c != target_col]
+    if not features:
+        raise TrainError("no feature columns")
+    non_numeric = [
+        str(c)
+        for c in features
+        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
+    ]
+    if non_numeric:
+        raise TrainError(f"feature columns must be numeric, these are not: {non_numeric}")
+    x = df[features].astype(np.float64)
+    if not np.isfinite(x.to_numpy()).all():
+        raise TrainError("features contain NaN or infinite values: run data_prep first")
+    y = df[target_col]
+    if y.isna().any():
+        raise TrainError(f"target column {target_col!r} has missing values: run data_prep first")
+    _check_splittable(y, test_size)
+
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_size, random_state=random_state, stratify=y
+    )
+    model = SomeModel(random_state=random_state).fit(x_train, y_train.to_numpy())
+    predicted = model.predict(x_test)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_test.to_numpy(), predicted, labels=model.classes_, zero_division=0
+    )
+    per_class = {
+        str(cls): {
+            "precision": float(p),
+            "recall": float(r),
+            "f1": float(f),
+            "support": int(s),
+        }
+        for cls, p, r, f, s in zip(model.classes_, precision, recall, f1, support, strict=True)
+    }
+    metrics = {
+        "accuracy": float(accuracy_score(y_test.to_numpy(), predicted)),
+        "per_class": per_class,
+    }
+    logger.info(
+        "trained on %d rows, accuracy %.4f on %d held-out rows",
+        len(x_train),
+        metrics["accuracy"],
+        len(x_test),
+    )
+    return TrainResult(model=model, metrics=metrics, n_train=len(x_train), n_test=len(x_test))
+
+
+def build_metadata(
+    result: TrainResult,
+    *,
+    run_id: str,
+    input_path: str,
+    target_col: str,
+    model_sha256: str,
+    created_at: datetime,
+) -> dict[str, Any]:
+    """The content of ``metadata.json``: everything needed to verify and trace a model."""
+    return {
+        "run_id": run_id,
+        "input_path": input_path,
+        "target_col": target_col,
+        "model_file": MODEL_FILENAME,
+        "model_sha256": model_sha256,
+        "metrics": result.metrics,
+        "feature_names": [str(name) for name in result.model.feature_names_in_],
+        "classes": [_json_value(c) for c in result.model.classes_],
+        "somemodel_version": somemodel_version,
+        "sklearn_version": sklearn.__version__,
+        "python_version": platform.python_version(),
+        "n_train": result.n_train,
+        "n_test": result.n_test,
+        "created_at": created_at.isoformat(),
+    }
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks so memory stays flat for any size."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_prepared(folder: Path) -> pd.DataFrame:
+    """The data-prep step's ``prepared.parquet`` inside ``folder``."""
+    path = folder / PREPARED_FILENAME
+    if not path.is_file():
+        raise TrainError(f"{PREPARED_FILENAME} not found in {folder}: is it a data-prep output?")
+    return pd.read_parquet(path, engine="pyarrow")
+
+
+def write_model(model: SomeModel, out_dir: Path) -> str:
+    """Save the model atomically as ``out_dir/model.skops``; return its sha256.
+
+    Any existing ``metadata.json`` is removed first, so a folder holds a marker only
+    when the marker matches the model file next to it.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METADATA_FILENAME).unlink(missing_ok=True)
+    target = out_dir / MODEL_FILENAME
+    tmp = out_dir / f".{MODEL_FILENAME}.{os.getpid()}.tmp"
+    try:
+        save_model(model, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return sha256_file(target)
+
+
+def write_metadata(metadata: dict[str, Any], out_dir: Path) -> Path:
+    """Write ``metadata.json`` atomically; call this last, it marks the output complete."""
+    target = out_dir / METADATA_FILENAME
+    tmp = out_dir / f".{METADATA_FILENAME}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def log_to_mlflow(result: TrainResult, params: dict[str, Any]) -> bool:
+    """Log params and metrics to MLflow when it is installed; AML sets the tracking URI."""
+    try:
+        import mlflow  # optional: installed on AML, absent locally
+    except ImportError:
+        logger.info("mlflow is not installed: skipping experiment tracking")
+        return False
+    mlflow.log_params(params)
+    metrics = {"accuracy": result.metrics["accuracy"]}
+    for cls, values in result.metrics["per_class"].items():
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cls)
+        metrics.update(
+            {f"{name}_{safe}": float(values[name]) for name in ("precision", "recall", "f1")}
+        )
+    mlflow.log_metrics(metrics)
+    return True

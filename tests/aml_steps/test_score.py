@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import run_score
+from score import ScoreError, load_trained_model, score_files, score_frame
+
+from somemodel import load_model
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def run(model_dir: Path, input_path: Path, out: Path, *extra: str) -> int:
+    return run_score.main(
+        ["--model", str(model_dir), "--input-data", str(input_path), "--predictions", str(out),
+         "--run-id", "score-run-1", *extra]
+    )  # fmt: skip
+
+
+def last_error(capsys: pytest.CaptureFixture[str]) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_predictions_match_model(tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame) -> None:
+    csv = tmp_path / "in" / "week.csv"
+    csv.parent.mkdir()
+    iris_df.to_csv(csv, index=False)
+    out = tmp_path / "pred"
+    assert run(trained_dir, csv.parent, out) == 0
+
+    predictions = pd.read_csv(out / "predictions.csv")
+    model = load_model(trained_dir / "model.skops")
+    expected = model.predict(iris_df[FEATURES])
+    assert predictions["predicted_class"].tolist() == list(expected)
+    assert list(predictions.columns) == [
+        "row_id", "predicted_class", "proba_setosa", "proba_versicolor", "proba_virginica",
+    ]  # fmt: skip
+    np.testing.assert_allclose(
+        predictions.iloc[:, 2:].to_numpy(), model.predict_proba(iris_df[FEATURES]), rtol=1e-6
+    )
+    assert predictions["row_id"].tolist() == [f"week.csv:{i}" for i in range(150)]
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["run_id"] == "score-run-1"
+    assert manifest["model_run_id"] == "train-run-1"
+    assert manifest["inputs"] == [{"path": "week.csv", "rows": 150}]
+    assert manifest["output_rows"] == 150
+    assert manifest["classes"] == ["setosa", "versicolor", "virginica"]
+    meta = json.loads((trained_dir / "metadata.json").read_text())
+    assert manifest["model_sha256"] == meta["model_sha256"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "predictions.csv"]
+
+
+def test_id_passthrough_kept_as_text(
+    tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame
+) -> None:
+    csv = tmp_path / "ids.csv"
+    df = iris_df.drop(columns="target").iloc[:5]
+    df.insert(0, "id", ["007", "008", "1e3", "abc", "010"])
+    df.to_csv(csv, index=False)
+    out = tmp_path / "pred"
+    assert run(trained_dir, csv, out) == 0
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"row_id": str})
+    assert predictions["row_id"].tolist() == ["007", "008", "1e3", "abc", "010"]
+
+
+def test_custom_id_column_and_folder_relative_paths(
+    tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame
+) -> None:
+    root = tmp_path / "in"
+    (root / "b").mkdir(parents=True)
+    features = iris_df.drop(columns="target")
+    features.iloc[:3].assign(key=["x", "y", "z"]).to_csv(root / "b" / "two.csv", index=False)
+    features.iloc[3:5].to_csv(root / "a.csv", index=False)
+    out = tmp_path / "pred"
+    assert run(trained_dir, root, out, "--id-column", "key") == 0
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert predictions["row_id"].tolist() == ["a.csv:0", "a.csv:1", "x", "y", "z"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"] == [{"path": "a.csv", "rows": 2}, {"path": "b/two.csv", "rows": 3}]
+
+
+def test_missing_feature_column(
+    tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = tmp_path / "short.csv"
+    iris_df.drop(columns=["petal_width", "sepal_width"]).to_csv(csv, index=False)
+    out = tmp_path / "pred"
+    assert run(trained_dir, csv, out) == 2
+    assert "missing feature columns ['sepal_width', 'petal_width']" in last_error(capsys)
+    assert not (out / "manifest.json").exists()
+    assert not (out / "predictions.csv").exists()
+
+
+def test_extra_columns_ignored(
+    tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    csv = tmp_path / "extra.csv"
+    iris_df.assign(note="hello").iloc[:, ::-1].to_csv(csv, index=False)
+    out = tmp_path / "pred"
+    with caplog.at_level("INFO"):
+        assert run(trained_dir, csv, out, "--chunk-size", "40") == 0
+    assert caplog.text.count("ignoring columns ['note', 'target']") == 1
+    assert len(pd.read_csv(out / "predictions.csv")) == 150
+
+
+def test_non_numeric_values_report_rows(
+    tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = tmp_path / "dirty.csv"
+    df = iris_df.astype({"petal_length": object})
+    df.loc[[20, 97], "petal_length"] = "oops"
+    df.to_csv(csv, index=False)
+    assert run(trained_dir, csv, tmp_path / "pred", "--chunk-size", "50") == 2
+    error = last_error(capsys)
+    assert error.startswith("error: dirty.csv: column 'petal_length' has non-numeric values")
+    assert "[21]" in error  # 1-based data row of df index 20, in the first chunk
+
+
+def test_non_numeric_rows_in_later_chunk(trained_dir: Path, iris_df: pd.DataFrame) -> None:
+    trained = load_trained_model(trained_dir)
+    chunk = iris_df.iloc[100:110].astype({"sepal_width": object}).reset_index(drop=True)
+    chunk.loc[[2, 5], "sepal_width"] = "?"
+    with pytest.raises(ScoreError, match=r"'sepal_width' .* rows \[103, 106\]"):
+        score_frame(trained.model, chunk, FEATURES, "id", 100, "f.csv")
+
+
+def test_missing_values_report_rows(trained_dir: Path, iris_df: pd.DataFrame) -> None:
+    trained = load_trained_model(trained_dir)
+    chunk = iris_df.iloc[:10].copy()
+    chunk.loc[4, "petal_width"] = np.nan
+    with pytest.raises(ScoreError, match=r"'petal_width' has missing or infinite .* \[5\]"):
+        score_frame(trained.model, chunk, FEATURES, "id", 0, "f.csv")
+
+
+def test_header_only_csv_gives_zero_rows(tmp_path: Path, trained_dir: Path) -> None:
+    csv = tmp_path / "empty.csv"
+    csv.write_text(",".join(["id", *FEATURES]) + "\n")
+    out = tmp_path / "pred"
+    assert run(trained_dir, csv, out) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["output_rows"] == 0
+    assert manifest["inputs"] == [{"path": "empty.csv", "rows": 0}]
+    assert pd.read_csv(out / "predictions.csv").empty
+
+
+def test_folder_without_csvs(
+    tmp_path: Path, trained_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "none").mkdir()
+    assert run(trained_dir, tmp_path / "none", tmp_path / "pred") == 2
+    assert "no CSV files found in folder" in last_error(capsys)
+
+
+def test_tampered_model_refused_before_loading(
+    tmp_path: Path,
+    trained_dir: Path,
+    iris_csv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import score as score_module
+
+    loaded: list[Path] = []
+    monkeypatch.setattr(score_module, "load_model", lambda path: loaded.append(path))
+    with (trained_dir / "model.skops").open("ab") as fh:
+        fh.write(b"\0")
+    meta = json.loads((trained_dir / "metadata.json").read_text())
+    assert run(trained_dir, iris_csv, tmp_path / "pred") == 2
+    error = last_error(capsys)
+    assert f"expected sha256 {meta['model_sha256']}" in error
+    assert "actual " in error
+    assert loaded == []
+
+
+def test_chunking_gives_identical_output(tmp_path: Path, trained_dir: Path, iris_csv: Path) -> None:
+    trained = load_trained_model(trained_dir)
+    score_files(trained, iris_csv, tmp_path / "one", chunk_size=1000)
+    score_files(trained, iris_csv, tmp_path / "many", chunk_size=7)
+    one = (tmp_path / "one" / "predictions.csv").read_bytes()
+    assert one == (tmp_path / "many" / "predictions.csv").read_bytes()
+    assert len(pd.read_csv(tmp_path / "many" / "predictions.csv")) == 150
+
+
+def test_crash_mid_scoring_leaves_no_outputs(
+    tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame
+) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    iris_df.to_csv(root / "a_good.csv", index=False)
+    iris_df.drop(columns="sepal_length").to_csv(root / "b_bad.csv", index=False)
+    out = tmp_path / "pred"
+    with pytest.raises(ScoreError, match=r"b_bad\.csv"):
+        score_files(load_trained_model(trained_dir), root, out, chunk_size=10)
+    assert list(out.iterdir()) == []
