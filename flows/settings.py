@@ -37,6 +37,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        # A validation error would otherwise echo every input, the connection string included.
+        hide_input_in_errors=True,
     )
 
     # --- the two seams -------------------------------------------------------

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import azurite  # noqa: F401  (session fixture: a real Azurite)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CSV = REPO_ROOT / "data" / "sample" / "iris.csv"
 # Virtual envs are keyed by content hash, so tests share one cache across runs:
