@@ -25,6 +25,10 @@ def model_dir(run_id: str) -> str:
     return f"{MODELS_ROOT}/{run_id}"
 
 
+def predictions_dir(run_id: str) -> str:
+    return f"{PREDICTIONS_ROOT}/{run_id}"
+
+
 def data_prep_step(
     run_id: str, input_path: str, input_kind: InputKind, target_col: str
 ) -> StepSpec:
@@ -50,4 +54,32 @@ def train_step(run_id: str, prepared_path: str, target_col: str, input_path: str
         outputs=(StepOutput("trained_model", model_dir(run_id)),),
         params={"target_col": target_col, "run_id": run_id, "input_path": input_path},
         display_name="train",
+    )
+
+
+def score_step(
+    run_id: str,
+    model_run_id: str,
+    input_path: str,
+    input_kind: InputKind,
+    id_column: str,
+    chunk_size: int = 100_000,
+) -> StepSpec:
+    """Score the CSV(s) at `input_path` with the model of training run `model_run_id`.
+
+    The whole model folder goes in (model file + metadata.json), so the step
+    checks the file's sha256 itself before loading it, wherever it runs.
+    """
+    return StepSpec(
+        step="score",
+        run_id=run_id,
+        code_dir=STEPS_DIR / "score",
+        script="run_score.py",
+        inputs=(
+            StepInput("model", model_dir(model_run_id), "uri_folder"),
+            StepInput("input_data", input_path, input_kind),
+        ),
+        outputs=(StepOutput("predictions", predictions_dir(run_id)),),
+        params={"run_id": run_id, "id_column": id_column, "chunk_size": chunk_size},
+        display_name="score",
     )

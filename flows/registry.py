@@ -3,7 +3,8 @@
 A model file is loaded only after its sha256 matches the `metadata.json` written
 by the train step, and then with skops and an explicit list of trusted types
 (see somemodel.persistence), never with pickle: a swapped file cannot run code.
-`trained_models/latest.json` moves forward only, by conditional writes.
+`trained_models/latest.json` (and `predictions/latest.json`, through the same
+`promote`) moves forward only, by conditional writes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -25,13 +26,33 @@ from flows.datastore.base import (
     PreconditionFailedError,
     sha256_of_file,
 )
+from flows.paths import check_run_id
 from flows.plan import LATEST, MODELS_ROOT, model_dir
 
 logger = logging.getLogger(__name__)
 
 
+MODEL_LATEST = "latest"
+
+
 class ModelVerificationError(RuntimeError):
     """A trained model is missing, corrupted or unusable; it must not be promoted."""
+
+
+class NoModelError(LookupError):
+    """No model to score with: nothing trained yet, or no such training run."""
+
+
+class Promotable(Protocol):
+    """What a `latest.json` pointer can point at: a run, ordered by its creation time."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def created_at(self) -> str: ...
+
+    def pointer(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -140,8 +161,11 @@ def verify_model(datastore: Datastore, run_id: str) -> ModelRef:
     wait=wait_random_exponential(multiplier=0.05, max=2),
     reraise=True,
 )
-def promote(datastore: Datastore, model: ModelRef, root: str = MODELS_ROOT) -> bool:
+def promote(datastore: Datastore, model: Promotable, root: str = MODELS_ROOT) -> bool:
     """Point `{root}/latest.json` at `model` unless it already points at a newer one.
+
+    `model` is any `Promotable`: a `ModelRef` under `trained_models/`, or a
+    scoring run's predictions under `predictions/`.
 
     The write is conditional on the version read, so two runs finishing at once
     cannot clobber each other: the loser re-reads and decides again.
@@ -174,3 +198,34 @@ def latest_run_id(datastore: Datastore, root: str = MODELS_ROOT) -> str | None:
     if current is None:
         return None
     return str(json.loads(current.text)["run_id"])
+
+
+def check_model_selector(value: str) -> str:
+    """`latest`, or a training run id (validated like every run id)."""
+    return value if value == MODEL_LATEST else check_run_id(value)
+
+
+def resolve_model_run_id(datastore: Datastore, selector: str) -> str:
+    """The training run id that `selector` (`latest` or a run id) names, or NoModelError."""
+    if selector != MODEL_LATEST:
+        if not datastore.exists(f"{model_dir(selector)}/metadata.json"):
+            raise NoModelError(
+                f"no trained model with run id {selector!r}: {model_dir(selector)}/metadata.json "
+                f"does not exist in the {datastore.describe()}; pass model=latest or the run "
+                "id of a finished training run"
+            )
+        return selector
+    path = f"{MODELS_ROOT}/{LATEST}"
+    try:
+        run_id = latest_run_id(datastore)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise NoModelError(
+            f"{path} in the {datastore.describe()} is not a valid pointer ({exc}); run the "
+            "train flow again, or pass model=<training run id>"
+        ) from exc
+    if run_id is None:
+        raise NoModelError(
+            f"no model trained yet: {path} does not exist in the {datastore.describe()}; "
+            "run the train flow first (python flows/train.py)"
+        )
+    return run_id

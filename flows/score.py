@@ -1,0 +1,164 @@
+"""The scoring flow: check the input, verify the model, score, verify the predictions, promote.
+
+Run it on this machine after a training run (no Azure, no server); without
+`--input-path` it scores the bundled sample:
+
+    python flows/score.py [--input-path PATH] [--model latest|RUN_ID] [--id-column NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Annotated
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from pydantic import AfterValidator
+
+from flows.compute import make_compute
+from flows.compute.base import StepInput
+from flows.datastore import make_datastore
+from flows.datastore.base import Datastore
+from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
+from flows.plan import PREDICTIONS_ROOT, score_step
+from flows.registry import MODEL_LATEST, ModelRef, check_model_selector, promote
+from flows.registry import resolve_model_run_id as _resolve_model_run_id
+from flows.scoring import PredictionsRef, ScoreSummary, check_score_input, verify_predictions
+from flows.settings import REPO_ROOT, Settings
+from flows.tasks import build_environment, submit_step, upload_wheel, verify_model_blob
+
+SAMPLE_FILE = REPO_ROOT / "data" / "sample" / "iris_score.csv"
+SAMPLE_PATH = "samples/iris_score.csv"
+
+ModelSelector = Annotated[str, AfterValidator(check_model_selector)]
+
+
+@task(cache_policy=NO_CACHE)
+def check_csv_input(datastore: Datastore, input_path: str) -> StepInput:
+    source, files = check_score_input(datastore, input_path)
+    get_run_logger().info("Input %s: %s with %d CSV file(s)", input_path, source.kind, len(files))
+    return source
+
+
+@task(cache_policy=NO_CACHE)
+def resolve_model(datastore: Datastore, model: str) -> str:
+    run_id = _resolve_model_run_id(datastore, model)
+    get_run_logger().info("Model %r is training run %s", model, run_id)
+    return run_id
+
+
+@task(cache_policy=NO_CACHE)
+def verify_predictions_blob(datastore: Datastore, run_id: str, model: ModelRef) -> PredictionsRef:
+    predictions = verify_predictions(datastore, run_id, model)
+    logger = get_run_logger()
+    logger.info("Verified %s: %d rows", predictions.predictions_path, predictions.rows)
+    if not predictions.rows:
+        logger.warning("The input has no data rows: 0 predictions written (not an error)")
+    return predictions
+
+
+@task(cache_policy=NO_CACHE)
+def promote_predictions(datastore: Datastore, predictions: PredictionsRef) -> bool:
+    return promote(datastore, predictions, root=PREDICTIONS_ROOT)
+
+
+def _run_name() -> str:
+    given = flow_run.parameters.get("run_id")
+    return given or make_run_id("score", flow_run.id, flow_run.scheduled_start_time)
+
+
+@flow(name="score-somemodel", flow_run_name=_run_name, log_prints=True)
+def score(
+    input_path: DatastorePath = SAMPLE_PATH,
+    model: ModelSelector = MODEL_LATEST,
+    id_column: ColumnName = "id",
+    run_id: RunId | None = None,
+    force_rerun: bool = False,
+) -> ScoreSummary:
+    """Score the CSV file(s) at `input_path` with a verified model; move predictions/latest.json.
+
+    `model` is `latest` (what trained_models/latest.json points at) or a training
+    run id. `id_column` is copied to each prediction's `row_id` when the input
+    has it. `run_id` defaults to a name derived from the flow run; pass an
+    earlier run's id to resume it. Scoring the same input files with the same
+    model and step code reuses the earlier run's predictions (see flows/reuse.py)
+    unless `force_rerun` is set.
+    """
+    settings = Settings()
+    run_id = run_id or _run_name()
+    datastore = make_datastore(settings)
+    compute = make_compute(settings, datastore, logger=get_run_logger())
+
+    source = check_csv_input(datastore, input_path)
+    model_run_id = resolve_model(datastore, model)
+    verified = verify_model_blob(datastore, model_run_id)
+    wheel = upload_wheel(datastore, settings)
+    environment = build_environment(compute, settings, wheel)
+    spec = score_step(run_id, verified.run_id, source.path, source.kind, id_column)
+    scored = submit_step(compute, datastore, spec, environment, force_rerun)
+    predictions = verify_predictions_blob(datastore, scored.run_id, verified)
+    promoted = promote_predictions(datastore, predictions)
+
+    summary = ScoreSummary(run_id, input_path, environment, scored, verified, predictions, promoted)
+    create_markdown_artifact(
+        key="score-summary", markdown=summary.to_markdown(), description=f"Run {run_id}"
+    )
+    return summary
+
+
+def seed_sample(settings: Settings) -> None:
+    """Put the bundled CSV to score at `samples/iris_score.csv` in the datastore, once."""
+    datastore = make_datastore(settings)
+    if not datastore.exists(SAMPLE_PATH):
+        datastore.upload_file(SAMPLE_FILE, SAMPLE_PATH)
+        print(f"Seeded the sample data at {datastore.uri(SAMPLE_PATH)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--input-path",
+        help=f"CSV file or folder of CSVs in the datastore (default: the sample, {SAMPLE_PATH})",
+    )
+    parser.add_argument(
+        "--model",
+        default=MODEL_LATEST,
+        help="'latest' (default) or the run id of a training run",
+    )
+    parser.add_argument("--id-column", default="id", help="input column copied to row_id")
+    parser.add_argument("--run-id", help="resume this run id instead of starting a new one")
+    parser.add_argument(
+        "--force-rerun",
+        action="store_true",
+        help="score again even if the same input was scored with the same model before",
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.input_path is None:
+            seed_sample(Settings())
+        summary = score(
+            input_path=args.input_path or SAMPLE_PATH,
+            model=args.model,
+            id_column=args.id_column,
+            run_id=args.run_id,
+            force_rerun=args.force_rerun,
+        )
+    except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    predictions = summary.predictions
+    print(f"run id:      {summary.run_id}")
+    print(f"model:       {summary.model.run_id} (sha256 {summary.model.model_sha256[:12]}...)")
+    print(f"predictions: {predictions.uri}")
+    if predictions.run_id != summary.run_id:
+        print(f"             (reused from run {predictions.run_id}: same input and model)")
+    print(f"rows:        {predictions.rows} ({summary.distribution()})")
+    print(f"latest:      {'moved' if summary.promoted else 'not moved (a newer run is latest)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
