@@ -49,14 +49,17 @@ from flows.datastore.base import (
 )
 from flows.settings import Settings
 
-# Small single requests and bounded chunks keep memory flat for big files: the
-# SDK's defaults (64 MiB single put, 32 MiB first get) would read a 50 MB CSV
-# whole into memory.
+# Bounded requests keep memory flat for big files: the SDK's defaults (64 MiB
+# single put, 32 MiB first get) would read a 50 MB CSV whole into memory. Gets
+# are smaller still because the SDK assembles each one with
+# `b"".join(list(response))`, and `list()` preallocates one 8-byte slot per byte
+# of the response: a 4 MiB get briefly costs ~40 MiB, a 512 KiB one ~5 MiB.
+_DOWNLOAD_CHUNK = 512 * 1024
 _CLIENT_TUNING: dict[str, Any] = {
     "max_single_put_size": CHUNK_SIZE,
     "max_block_size": CHUNK_SIZE,
-    "max_single_get_size": CHUNK_SIZE,
-    "max_chunk_get_size": CHUNK_SIZE,
+    "max_single_get_size": _DOWNLOAD_CHUNK,
+    "max_chunk_get_size": _DOWNLOAD_CHUNK,
     "connection_timeout": 20,
     "read_timeout": 120,
 }
