@@ -1,0 +1,355 @@
+"""AmlCompute against a fake workspace at the MLClient seam: submit, attach, wait, cancel."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from flows.compute.aml import AmlCompute, AmlPreflightError, PollSchedule
+from flows.compute.aml_specs import AmlTarget, build_command_job, environment_id
+from flows.compute.base import (
+    EnvironmentRef,
+    EnvironmentSpec,
+    StepFailedError,
+    StepInput,
+    StepOutput,
+    StepSpec,
+    WheelRef,
+)
+from flows.settings import Settings
+from tests.flows.compute.fake_aml import (
+    WORKSPACE,
+    FakeClock,
+    FakeMLClient,
+    Outcome,
+    Script,
+    http_error,
+)
+
+TARGET = AmlTarget("workspaceblobstore", "cpu-cluster", "somemodel", 3600)
+ENV = EnvironmentRef("somemodel-env", "0123456789abcdef", "azureml:somemodel-env:0123", False)
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> FakeMLClient:
+    client = FakeMLClient(tmp_path / "uploads")
+    yield client
+    client.jobs.release()
+
+
+def make_compute(fake: FakeMLClient, **kwargs: object) -> AmlCompute:
+    options: dict = {
+        "workspace": WORKSPACE,
+        "queue_timeout_seconds": 3600,
+        "run_timeout_seconds": 6 * 3600,
+        "logger": logging.getLogger("test.aml"),
+        "clock": fake.clock,
+        "log_drain_seconds": 10,
+        "tags": {"prefect_flow_run_id": "flow-run-1"},
+    }
+    options.update(kwargs)
+    return AmlCompute(fake, TARGET, **options)
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> StepSpec:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "step.py").write_text("print('hi')\n")
+    return StepSpec(
+        step="train",
+        run_id="train-2026-11-23-1a2b3c4d",
+        code_dir=code,
+        script="step.py",
+        inputs=(StepInput("data", "prepared_dataframes/train-2026-11-23-1a2b3c4d", "uri_folder"),),
+        outputs=(StepOutput("model", "trained_models/train-2026-11-23-1a2b3c4d"),),
+    )
+
+
+def test_completed_job_succeeds_with_its_studio_url_and_logs(
+    fake: FakeMLClient, spec: StepSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="test.aml")
+    stdout = sys.stdout
+    result = make_compute(fake).run_step(spec, ENV)
+    assert result.status == "Completed"
+    assert result.job_name == "train-2026-11-23-1a2b3c4d-train"
+    assert result.url.startswith("https://ml.azure.com/runs/train-2026-11-23-1a2b3c4d-train")
+    assert result.outputs == {"model": "trained_models/train-2026-11-23-1a2b3c4d"}
+    assert not result.reused
+    assert fake.calls["jobs.create_or_update"] == 1
+    submitted = fake.jobs.records[result.job_name].job
+    assert submitted.tags["prefect_flow_run_id"] == "flow-run-1"
+    assert "[train-2026-11-23-1a2b3c4d-train] hello from the job" in caplog.text
+    assert sys.stdout is stdout
+
+
+@pytest.mark.parametrize(
+    ("outcome", "message"),
+    [
+        (Outcome("Failed", error="KeyError: 'target' column missing"), "column missing"),
+        (Outcome("Canceled", logs=()), "ended Canceled"),
+        (Outcome("NotResponding", logs=()), "ended NotResponding"),
+    ],
+    ids=["failed", "canceled", "not-responding"],
+)
+def test_unsuccessful_job_raises_with_error_and_studio_url(
+    fake: FakeMLClient, spec: StepSpec, outcome: Outcome, message: str
+) -> None:
+    fake.jobs.script(spec.job_name, Script(outcome=outcome))
+    with pytest.raises(StepFailedError, match=message) as info:
+        make_compute(fake).run_step(spec, ENV)
+    assert f"Studio: https://ml.azure.com/runs/{spec.job_name}" in str(info.value)
+    assert fake.jobs.cancelled == []
+
+
+def test_failed_job_message_has_the_log_tail(fake: FakeMLClient, spec: StepSpec) -> None:
+    outcome = Outcome("Failed", error="user code failed", logs=("error: no data rows",))
+    fake.jobs.script(spec.job_name, Script(outcome=outcome))
+    with pytest.raises(StepFailedError, match="UserError: user code failed") as info:
+        make_compute(fake).run_step(spec, ENV)
+    assert "error: no data rows" in str(info.value)
+
+
+def test_queue_timeout_cancels_the_job(fake: FakeMLClient, spec: StepSpec) -> None:
+    fake.jobs.script(spec.job_name, Script(queued_seconds=10_000))
+    with pytest.raises(StepFailedError, match="SOMEMODEL_AML_QUEUE_TIMEOUT_SECONDS"):
+        make_compute(fake, queue_timeout_seconds=600).run_step(spec, ENV)
+    assert fake.jobs.cancelled == [spec.job_name]
+    assert fake.jobs.get(spec.job_name).status == "Canceled"
+    assert fake.clock.t < 1200
+
+
+def test_run_timeout_is_separate_from_queueing(fake: FakeMLClient, spec: StepSpec) -> None:
+    fake.jobs.script(spec.job_name, Script(queued_seconds=3000, running_seconds=10_000))
+    compute = make_compute(fake, queue_timeout_seconds=3600, run_timeout_seconds=1800)
+    with pytest.raises(StepFailedError, match="SOMEMODEL_AML_RUN_TIMEOUT_SECONDS"):
+        compute.run_step(spec, ENV)
+    assert fake.jobs.cancelled == [spec.job_name]
+
+
+class InterruptingClock(FakeClock):
+    """Raises `error` from the n-th sleep: a signal arriving while the flow waits."""
+
+    def __init__(self, after: int, error: BaseException) -> None:
+        super().__init__()
+        self.after = after
+        self.error: BaseException | None = error
+
+    def sleep(self, seconds: float, wake: threading.Event | None = None) -> None:
+        super().sleep(seconds, wake)
+        if len(self.sleeps) == self.after and self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+@pytest.mark.parametrize(
+    "error", [KeyboardInterrupt(), SystemExit(143), TimeoutError("flow run timed out")]
+)
+def test_interrupted_wait_cancels_the_job_and_reraises(
+    tmp_path: Path, spec: StepSpec, error: BaseException
+) -> None:
+    clock = InterruptingClock(after=4, error=error)
+    fake = FakeMLClient(tmp_path / "uploads", clock=clock)
+    fake.jobs.script(spec.job_name, Script(queued_seconds=60, running_seconds=7200))
+    with pytest.raises(type(error)):
+        make_compute(fake, clock=clock).run_step(spec, ENV)
+    assert fake.jobs.cancelled == [spec.job_name]
+    assert fake.jobs.get(spec.job_name).status == "Canceled"
+
+
+def test_prefect_termination_signal_cancels_the_job(tmp_path: Path, spec: StepSpec) -> None:
+    from prefect.exceptions import TerminationSignal
+
+    clock = InterruptingClock(after=3, error=TerminationSignal(15))
+    fake = FakeMLClient(tmp_path / "uploads", clock=clock)
+    with pytest.raises(TerminationSignal):
+        make_compute(fake, clock=clock).run_step(spec, ENV)
+    assert fake.jobs.cancelled == [spec.job_name]
+
+
+def test_restarted_flow_attaches_to_the_running_job(fake: FakeMLClient, spec: StepSpec) -> None:
+    job = build_command_job(spec, environment_id(ENV.name, ENV.version), TARGET, {})
+    fake.jobs.create_or_update(job)
+    fake.clock.t += 60
+    result = make_compute(fake).run_step(spec, ENV)
+    assert result.status == "Completed"
+    assert result.reused
+    assert fake.calls["jobs.create_or_update"] == 1
+
+
+def test_finished_job_is_reused_without_waiting(fake: FakeMLClient, spec: StepSpec) -> None:
+    first = make_compute(fake).run_step(spec, ENV)
+    gets = fake.calls["jobs.get"]
+    again = make_compute(fake).run_step(spec, ENV)
+    assert again.reused
+    assert again.url == first.url
+    assert fake.calls["jobs.create_or_update"] == 1
+    assert fake.calls["jobs.get"] == gets + 1
+    assert fake.calls["jobs.stream"] == 1
+
+
+def test_an_hour_long_job_makes_few_status_calls(fake: FakeMLClient, spec: StepSpec) -> None:
+    fake.jobs.script(spec.job_name, Script(queued_seconds=300, running_seconds=3600))
+    make_compute(fake).run_step(spec, ENV)
+    assert fake.clock.t >= 3900
+    assert fake.calls["jobs.get"] < 45
+    assert max(fake.clock.sleeps) == PollSchedule().maximum
+
+
+def test_transient_errors_are_retried(fake: FakeMLClient, spec: StepSpec) -> None:
+    fake.service.fail("jobs.create_or_update", http_error(429), http_error(503))
+    fake.service.fail("jobs.get", http_error(503))  # the attach check
+    result = make_compute(fake).run_step(spec, ENV)
+    assert result.status == "Completed"
+    assert fake.calls["jobs.create_or_update"] == 3
+    assert len(fake.jobs.records) == 1
+
+
+def test_transient_error_while_polling_does_not_fail_the_step(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    compute = make_compute(fake)
+    original = fake.jobs.create_or_update
+
+    def create_then_throttle(job: object, **kwargs: object) -> object:
+        created = original(job)
+        fake.service.fail("jobs.get", http_error(429), http_error(502))
+        return created
+
+    fake.jobs.create_or_update = create_then_throttle  # type: ignore[method-assign]
+    assert compute.run_step(spec, ENV).status == "Completed"
+
+
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_user_errors_are_not_retried(fake: FakeMLClient, spec: StepSpec, status: int) -> None:
+    fake.service.fail("jobs.create_or_update", http_error(status, f"user error {status}"))
+    with pytest.raises(HttpResponseError, match=f"user error {status}"):
+        make_compute(fake).run_step(spec, ENV)
+    assert fake.calls["jobs.create_or_update"] == 1
+
+
+def test_persistent_throttling_gives_up(fake: FakeMLClient, spec: StepSpec) -> None:
+    fake.service.fail("jobs.create_or_update", *[http_error(429) for _ in range(10)])
+    with pytest.raises(HttpResponseError):
+        make_compute(fake, retry_attempts=4).run_step(spec, ENV)
+    assert fake.calls["jobs.create_or_update"] == 4
+
+
+# --- environment -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def env_spec(tmp_path: Path) -> EnvironmentSpec:
+    wheel = tmp_path / "somemodel-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK fake wheel")
+    ref = WheelRef(wheel, "ab" * 32, f"wheels/{'ab' * 32}/{wheel.name}")
+    return EnvironmentSpec("somemodel-env", "mcr.microsoft.com/img:1", ("pandas==3.1.1",), ref)
+
+
+def test_environment_is_created_once_then_reused(
+    fake: FakeMLClient, env_spec: EnvironmentSpec
+) -> None:
+    first = make_compute(fake).prepare_environment(env_spec)
+    second = make_compute(fake).prepare_environment(env_spec)
+    assert not first.reused
+    assert second.reused
+    assert first.id == second.id == f"somemodel-env@{env_spec.version}"
+    assert fake.calls["environments.create_or_update"] == 1
+    uploaded = fake.environments.uploaded[("somemodel-env", env_spec.version)]
+    assert set(uploaded) == {"Dockerfile", "somemodel-0.1.0-py3-none-any.whl"}
+    assert uploaded["somemodel-0.1.0-py3-none-any.whl"] == b"PK fake wheel"
+    assert b"FROM mcr.microsoft.com/img:1" in uploaded["Dockerfile"]
+
+
+def test_environment_lookup_user_error_is_not_swallowed(
+    fake: FakeMLClient, env_spec: EnvironmentSpec
+) -> None:
+    fake.service.fail("environments.get", http_error(403, "forbidden"))
+    with pytest.raises(HttpResponseError, match="forbidden"):
+        make_compute(fake).prepare_environment(env_spec)
+    assert fake.calls["environments.create_or_update"] == 0
+
+
+# --- preflight -------------------------------------------------------------------------
+
+
+def test_preflight_passes_on_a_good_workspace(fake: FakeMLClient) -> None:
+    make_compute(fake).preflight()
+    assert fake.calls["workspaces.get"] == 1
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("workspace", "SOMEMODEL_AML_WORKSPACE"),
+        ("credential", "SOMEMODEL_AML_CLIENT_SECRET"),
+        ("forbidden", "AzureML Data Scientist"),
+        ("compute", "SOMEMODEL_AML_COMPUTE_TARGET"),
+        ("datastore", "SOMEMODEL_AML_DATASTORE"),
+    ],
+)
+def test_preflight_says_what_to_fix(fake: FakeMLClient, breakage: str, message: str) -> None:
+    if breakage == "workspace":
+        fake.workspaces.names = {"another-workspace"}
+    elif breakage == "credential":
+        fake.workspaces.auth_error = "DefaultAzureCredential failed to retrieve a token"
+    elif breakage == "forbidden":
+        fake.service.fail("workspaces.get", http_error(403, "AuthorizationFailed"))
+    elif breakage == "compute":
+        fake.compute.names = set()
+    else:
+        fake.datastores.names = set()
+    with pytest.raises(AmlPreflightError, match=message):
+        make_compute(fake).preflight()
+
+
+def test_from_settings_runs_preflight_and_tags_nothing_outside_prefect(
+    fake: FakeMLClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.compute.aml as aml
+
+    made: list[Settings] = []
+
+    def make_client(settings: Settings) -> FakeMLClient:
+        made.append(settings)
+        return fake
+
+    monkeypatch.setattr(aml, "make_ml_client", make_client)
+    settings = Settings(
+        compute="aml",
+        datastore="blob",
+        blob_account_url="https://acct.blob.core.windows.net",
+        aml_subscription_id="sub",
+        aml_resource_group="rg",
+        aml_workspace="wrong-workspace",
+    )
+    with pytest.raises(AmlPreflightError, match="'wrong-workspace' not found"):
+        AmlCompute.from_settings(settings)
+    assert made == [settings]
+    compute = AmlCompute.from_settings(settings.model_copy(update={"aml_workspace": WORKSPACE}))
+    assert compute.tags == {}
+
+
+# --- model registry ----------------------------------------------------------------------
+
+
+def test_register_model_is_idempotent_and_tagged(fake: FakeMLClient) -> None:
+    compute = make_compute(fake)
+    run_id = "train-2026-11-23-1a2b3c4d"
+    path = f"trained_models/{run_id}/model.skops"
+    metrics = {"accuracy": 0.9666666, "per_class": {"setosa": {"f1": 1.0}}}
+    model_id = compute.register_model(run_id, path, metrics)
+    assert model_id == f"azureml:somemodel:{run_id}"
+    assert compute.register_model(run_id, path, metrics) == model_id
+    assert fake.calls["models.create_or_update"] == 1
+    model = fake.models.versions[("somemodel", run_id)]
+    assert model.path == f"azureml://datastores/workspaceblobstore/paths/trained_models/{run_id}/"
+    assert model.tags["run_id"] == run_id
+    assert model.tags["accuracy"] == "0.966667"
+    assert model.tags["per_class.setosa.f1"] == "1"
