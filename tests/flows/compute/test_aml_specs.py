@@ -1,0 +1,223 @@
+"""The AML job and environment specs, serialised by the SDK itself: what would be sent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from azure.ai.ml import load_environment, load_job
+
+from flows.compute.aml_specs import (
+    AmlTarget,
+    build_command_job,
+    build_environment,
+    build_parallel_job,
+    environment_id,
+    shell_join,
+)
+from flows.compute.base import EnvironmentSpec, StepInput, StepOutput, StepSpec, WheelRef
+from flows.plan import STEPS_DIR, data_prep_step, train_step
+from flows.settings import Settings
+
+RUN_ID = "train-2026-11-23-1a2b3c4d"
+TARGET = AmlTarget("workspaceblobstore", "cpu-cluster", "somemodel", 21600)
+ENV_ID = environment_id("somemodel-env", "0123456789abcdef")
+TAGS = {"prefect_flow_run_id": "f1", "prefect_flow_run_url": "http://prefect/runs/f1"}
+SECRET = "s3cr3t-value-that-must-not-leak"
+DS = "azureml://datastores/workspaceblobstore/paths"
+
+
+def rest(job: object) -> dict:
+    """The job's REST body, as `jobs.create_or_update` would send it."""
+    standalone = job._to_job() if hasattr(job, "_to_job") else job  # type: ignore[attr-defined]
+    return standalone._to_rest_object().as_dict()
+
+
+@pytest.fixture
+def prep_spec() -> StepSpec:
+    return data_prep_step(RUN_ID, "raw/2026-11-23.csv", "uri_file", "species")
+
+
+@pytest.fixture
+def train_spec(prep_spec: StepSpec) -> StepSpec:
+    prepared = prep_spec.output("output_dataframe_path").path
+    return train_step(RUN_ID, prepared, "species", "raw/2026-11-23.csv")
+
+
+def test_data_prep_job_as_sent(prep_spec: StepSpec) -> None:
+    body = rest(build_command_job(prep_spec, ENV_ID, TARGET, TAGS))
+    props = body["properties"]
+    assert body["name"] == f"{RUN_ID}-data-prep"
+    assert props["jobType"] == "Command"
+    assert props["command"] == (
+        "python run_data_prep.py"
+        " --input-dataset-path ${{inputs.input_dataset_path}}"
+        " --output-dataframe-path ${{outputs.output_dataframe_path}}"
+        " --target-col species"
+    )
+    assert props["codeId"] == str(STEPS_DIR / "data_prep")
+    assert props["computeId"] == "cpu-cluster"
+    assert props["experimentName"] == "somemodel"
+    assert props["environmentId"] == "azureml:somemodel-env:0123456789abcdef"
+    assert props["inputs"]["input_dataset_path"] == {
+        "uri": f"{DS}/raw/2026-11-23.csv",
+        "mode": "Download",
+        "jobInputType": "uri_file",
+    }
+    assert props["outputs"]["output_dataframe_path"] == {
+        "uri": f"{DS}/prepared_dataframes/{RUN_ID}/",
+        "mode": "Upload",
+        "jobOutputType": "uri_folder",
+    }
+    assert props["tags"] == {"run_id": RUN_ID, "step": "data_prep", **TAGS}
+    assert props["limits"]["timeout"] == "PT6H"
+
+
+def test_train_job_reads_the_data_prep_output(prep_spec: StepSpec, train_spec: StepSpec) -> None:
+    prep = rest(build_command_job(prep_spec, ENV_ID, TARGET, TAGS))["properties"]
+    train = rest(build_command_job(train_spec, ENV_ID, TARGET, TAGS))["properties"]
+    assert (
+        train["inputs"]["training_dataframe"]["uri"]
+        == (prep["outputs"]["output_dataframe_path"]["uri"])
+    )
+    assert train["inputs"]["training_dataframe"]["jobInputType"] == "uri_folder"
+    assert train["outputs"]["trained_model"]["uri"] == f"{DS}/trained_models/{RUN_ID}/"
+    assert train["codeId"] == str(STEPS_DIR / "train")
+    assert "--run-id " + RUN_ID in train["command"]
+    assert train["environmentId"] == prep["environmentId"]
+
+
+def test_command_line_is_the_local_backends(train_spec: StepSpec) -> None:
+    """Same flags in the same order as the local backend, placeholders for the paths."""
+    body = rest(build_command_job(train_spec, ENV_ID, TARGET, TAGS))
+    local = train_spec.command(
+        {"training_dataframe": "${{inputs.training_dataframe}}"},
+        {"trained_model": "${{outputs.trained_model}}"},
+    )
+    assert body["properties"]["command"] == " ".join(local)
+
+
+def test_values_are_shell_quoted_but_placeholders_stay_bare() -> None:
+    argv = ["python", "s.py", "--a", "${{inputs.a}}", "--col", "petal width; rm -rf /"]
+    assert shell_join(argv) == "python s.py --a ${{inputs.a}} --col 'petal width; rm -rf /'"
+
+
+def test_job_yaml_round_trips_through_the_sdk(prep_spec: StepSpec, tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    build_command_job(prep_spec, ENV_ID, TARGET, TAGS)._to_job().dump(path)
+    loaded = load_job(path)
+    assert loaded.name == f"{RUN_ID}-data-prep"
+    assert loaded.inputs["input_dataset_path"].path == f"{DS}/raw/2026-11-23.csv"
+    assert str(loaded.environment).endswith("somemodel-env:0123456789abcdef")
+
+
+@pytest.fixture
+def env_spec(tmp_path: Path) -> EnvironmentSpec:
+    wheel = tmp_path / "dist" / "somemodel-0.1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"PK wheel bytes")
+    ref = WheelRef(wheel, "cd" * 32, f"wheels/{'cd' * 32}/{wheel.name}")
+    return EnvironmentSpec(
+        "somemodel-env", "mcr.microsoft.com/azureml/img:1", ("pandas==3.1.1",), ref
+    )
+
+
+def test_environment_is_a_build_context_with_the_wheel(
+    env_spec: EnvironmentSpec, tmp_path: Path
+) -> None:
+    context = tmp_path / "context"
+    env = build_environment(env_spec, context)
+    body = env._to_rest_object().as_dict()
+    assert env.name == "somemodel-env"
+    assert env.version == env_spec.version
+    assert body["properties"]["build"] == {
+        "contextUri": str(context),
+        "dockerfilePath": "Dockerfile",
+    }
+    assert "image" not in body["properties"]
+    assert body["properties"]["tags"]["wheel_sha256"] == "cd" * 32
+    assert sorted(p.name for p in context.iterdir()) == [
+        "Dockerfile",
+        "somemodel-0.1.0-py3-none-any.whl",
+    ]
+    dockerfile = (context / "Dockerfile").read_text()
+    assert dockerfile.splitlines()[1] == "FROM mcr.microsoft.com/azureml/img:1"
+    assert "COPY somemodel-0.1.0-py3-none-any.whl /tmp/wheels/" in dockerfile
+    assert "pandas==3.1.1 /tmp/wheels/somemodel-0.1.0-py3-none-any.whl" in dockerfile
+
+
+def test_environment_yaml_round_trips(env_spec: EnvironmentSpec, tmp_path: Path) -> None:
+    build_environment(env_spec, tmp_path / "context").dump(tmp_path / "env.yaml")
+    loaded = load_environment(tmp_path / "env.yaml")
+    assert (loaded.name, loaded.version) == ("somemodel-env", env_spec.version)
+    assert loaded.build.dockerfile_path == "Dockerfile"
+
+
+def test_no_secret_reaches_any_spec(
+    env_spec: EnvironmentSpec, prep_spec: StepSpec, tmp_path: Path
+) -> None:
+    settings = Settings(
+        blob_connection_string=f"AccountName=a;AccountKey={SECRET}",
+        aml_tenant_id="t",
+        aml_client_id="c",
+        aml_client_secret=SECRET,
+    )
+    target = AmlTarget.from_settings(settings)
+    env = build_environment(env_spec, tmp_path / "context")
+    job = build_command_job(prep_spec, ENV_ID, target, TAGS)
+    sent = json.dumps([env._to_rest_object().as_dict(), rest(job)])
+    written = "".join(p.read_text(errors="replace") for p in (tmp_path / "context").iterdir())
+    for text in (sent, written):
+        assert SECRET not in text
+        assert "sig=" not in text
+        assert "AccountKey" not in text
+
+
+def test_parallel_score_job_splits_the_csv_folder(tmp_path: Path) -> None:
+    spec = StepSpec(
+        step="score",
+        run_id="score-2026-11-23-1a2b3c4d",
+        code_dir=STEPS_DIR / "score",
+        script="run_score.py",
+        inputs=(
+            StepInput("model", f"trained_models/{RUN_ID}", "uri_folder"),
+            StepInput("input_data", "raw/week-48", "uri_folder"),
+        ),
+        outputs=(StepOutput("predictions", "predictions/score-2026-11-23-1a2b3c4d"),),
+        params={"run_id": "score-2026-11-23-1a2b3c4d"},
+    )
+    pipeline = build_parallel_job(
+        spec,
+        ENV_ID,
+        TARGET,
+        TAGS,
+        entry_script="score_parallel.py",
+        data_input="input_data",
+        instance_count=3,
+        mini_batch_size="2",
+    )
+    body = pipeline._to_rest_object().as_dict()
+    assert body["name"] == "score-2026-11-23-1a2b3c4d-score"
+    props = body["properties"]
+    assert props["jobType"] == "Pipeline"
+    assert props["computeId"] == "cpu-cluster"
+    node = props["jobs"]["score"]
+    assert node["type"] == "parallel"
+    assert node["input_data"] == "${{inputs.input_data}}"
+    assert node["resources"]["instance_count"] == 3
+    assert node["mini_batch_size"] == 2
+    assert node["inputs"]["input_data"]["uri"] == f"{DS}/raw/week-48/"
+    assert node["inputs"]["model"]["uri"] == f"{DS}/trained_models/{RUN_ID}/"
+    assert node["outputs"]["predictions"]["uri"] == (f"{DS}/predictions/score-2026-11-23-1a2b3c4d/")
+    assert node["task"]["entry_script"] == "score_parallel.py"
+    assert node["task"]["code"] == str(STEPS_DIR / "score")
+    assert node["task"]["environment"] == ENV_ID
+    assert node["task"]["program_arguments"] == (
+        "--model ${{inputs.model}} --predictions ${{outputs.predictions}}"
+        " --run-id score-2026-11-23-1a2b3c4d"
+    )
+    with pytest.raises(ValueError, match="data_input 'nope'"):
+        build_parallel_job(
+            spec, ENV_ID, TARGET, TAGS, entry_script="e.py", data_input="nope", instance_count=1
+        )
