@@ -136,6 +136,8 @@ class StepResult:
     url: str
     reused: bool = False
     duration_seconds: float = 0.0
+    # The run whose outputs these are: an earlier run's when the step was reused.
+    run_id: str = ""
 
 
 class Compute(Protocol):

@@ -57,6 +57,10 @@ class Datastore(Protocol):
         """All file paths below the folder `prefix`, sorted."""
         ...
 
+    def fingerprint(self, path: str) -> str:
+        """A content fingerprint of the file at `path` (a content hash, or the blob's MD5)."""
+        ...
+
     def download_file(self, path: str, dest: Path) -> None:
         """Stream `path` into the local file `dest` (parents created)."""
         ...

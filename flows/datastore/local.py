@@ -51,6 +51,12 @@ class LocalDatastore:
             if p.is_file() and not p.name.startswith(".")
         )
 
+    def fingerprint(self, path: str) -> str:
+        target = self._resolve(path)
+        if not target.is_file():
+            raise DatastoreNotFoundError(f"{path!r} does not exist in the {self.describe()}")
+        return f"sha256:{sha256_of_file(target)}"
+
     def download_file(self, path: str, dest: Path) -> None:
         src = self._resolve(path)
         if not src.is_file():
