@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     local_datastore_root: Path = REPO_ROOT / ".datastore"
     cache_dir: Path = REPO_ROOT / ".cache"
     step_timeout_seconds: float = Field(default=3600, gt=0)
+    # Where `--dry-run` writes a run's AML environment and job definitions.
+    plan_dir: Path = REPO_ROOT / "plans"
 
     # --- environment (the same definition for local venvs and AML images) -------
     environment_name: str = "somemodel-env"

@@ -12,6 +12,8 @@ does not verify) fails the same way on every attempt.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -29,6 +31,9 @@ from flows.datastore.transfer import resolve_input
 from flows.registry import ModelRef, promote, verify_model
 from flows.settings import Settings
 from flows.wheel import SOMEMODEL_SOURCE, build_wheel
+
+if TYPE_CHECKING:
+    from flows.compute.aml_plan import TrainPlan
 
 
 @task(cache_policy=NO_CACHE)
@@ -75,3 +80,40 @@ def verify_model_blob(datastore: Datastore, run_id: str) -> ModelRef:
 @task(cache_policy=NO_CACHE)
 def promote_model(datastore: Datastore, model: ModelRef) -> bool:
     return promote(datastore, model)
+
+
+@task(cache_policy=NO_CACHE)
+def write_plan(
+    settings: Settings, run_id: str, steps: tuple[StepSpec, ...], input_path: str
+) -> TrainPlan:
+    """Dry run: write the environment and the jobs as AML YAML; upload and submit nothing."""
+    # Imported here: azure.ai.ml takes seconds to import, and only plans and AML runs need it.
+    from flows.compute.aml import prefect_tags
+    from flows.compute.aml_plan import write_plan as write
+
+    wheel = build_wheel(SOMEMODEL_SOURCE, settings.cache_dir / "wheels")
+    environment = EnvironmentSpec(
+        settings.environment_name, settings.base_image, settings.pip_packages, wheel
+    )
+    plan = write(
+        settings, settings.plan_dir / run_id, environment, steps, input_path, prefect_tags()
+    )
+    get_run_logger().info(
+        "Dry run: wrote %d Azure ML definitions to %s; nothing was submitted",
+        len(plan.files()),
+        plan.folder,
+    )
+    return plan
+
+
+@task(cache_policy=NO_CACHE)
+def register_model(compute: Compute, model: ModelRef) -> str | None:
+    """Register the verified model in the AML workspace (SOMEMODEL_AML_REGISTER_MODEL)."""
+    register = getattr(compute, "register_model", None)
+    if register is None:
+        get_run_logger().warning(
+            "SOMEMODEL_AML_REGISTER_MODEL is set, but the %s compute has no model registry",
+            compute.kind,
+        )
+        return None
+    return str(register(model.run_id, model.model_path, model.metrics))

@@ -2,20 +2,21 @@
 
 Run it on this machine with the bundled sample (no Azure, no server):
 
-    python flows/train.py [--input-path PATH] [--target-col NAME] [--run-id ID]
+    python flows/train.py [--input-path PATH] [--target-col NAME] [--run-id ID] [--dry-run]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.compute import make_compute
-from flows.datastore import make_datastore
+from flows.datastore import Datastore, make_datastore
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
 from flows.settings import REPO_ROOT, Settings
@@ -24,10 +25,15 @@ from flows.tasks import (
     build_environment,
     check_input,
     promote_model,
+    register_model,
     submit_step,
     upload_wheel,
     verify_model_blob,
+    write_plan,
 )
+
+if TYPE_CHECKING:
+    from flows.compute.aml_plan import TrainPlan
 
 SAMPLE_FILE = REPO_ROOT / "data" / "sample" / "iris.csv"
 SAMPLE_PATH = "samples/iris.csv"
@@ -43,15 +49,20 @@ def train(
     input_path: DatastorePath = SAMPLE_PATH,
     target_col: ColumnName = "target",
     run_id: RunId | None = None,
-) -> TrainSummary:
+    dry_run: bool = False,
+) -> TrainSummary | TrainPlan:
     """Train somemodel on the CSV file(s) at `input_path` and promote the verified model.
 
     `run_id` defaults to a name derived from the flow run; pass an earlier run's
-    id to resume it (finished steps are reused, not run again).
+    id to resume it (finished steps are reused, not run again). `dry_run`
+    writes the Azure ML environment and jobs as YAML under `plans/{run_id}/`
+    and submits nothing.
     """
     settings = Settings()
     run_id = run_id or _run_name()
     datastore = make_datastore(settings)
+    if dry_run:
+        return _plan(settings, datastore, run_id, input_path, target_col)
     compute = make_compute(settings, datastore, logger=get_run_logger())
 
     source = check_input(datastore, input_path)
@@ -65,12 +76,28 @@ def train(
     trained = submit_step(compute, train_spec, environment)
     model = verify_model_blob(datastore, run_id)
     promoted = promote_model(datastore, model)
+    if settings.aml_register_model:
+        register_model(compute, model)
 
     summary = TrainSummary(run_id, input_path, environment, (prepared, trained), model, promoted)
     create_markdown_artifact(
         key="train-summary", markdown=summary.to_markdown(), description=f"Run {run_id}"
     )
     return summary
+
+
+def _plan(
+    settings: Settings, datastore: Datastore, run_id: str, input_path: str, target_col: str
+) -> TrainPlan:
+    source = check_input(datastore, input_path)
+    prep_spec = data_prep_step(run_id, source.path, source.kind, target_col)
+    prepared = prep_spec.output("output_dataframe_path").path
+    train_spec = train_step(run_id, prepared, target_col, input_path)
+    plan = write_plan(settings, run_id, (prep_spec, train_spec), input_path)
+    create_markdown_artifact(
+        key="train-plan", markdown=plan.to_markdown(), description=f"Dry run {run_id}"
+    )
+    return plan
 
 
 def seed_sample(settings: Settings) -> None:
@@ -89,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--target-col", default="target", help="label column (default: target)")
     parser.add_argument("--run-id", help="resume this run id instead of starting a new one")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="write the Azure ML environment and job definitions to plans/RUN_ID/; submit nothing",
+    )
     args = parser.parse_args(argv)
     try:
         if args.input_path is None:
@@ -97,10 +129,17 @@ def main(argv: list[str] | None = None) -> int:
             input_path=args.input_path or SAMPLE_PATH,
             target_col=args.target_col,
             run_id=args.run_id,
+            dry_run=args.dry_run,
         )
     except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if not isinstance(summary, TrainSummary):
+        print(f"run id:    {summary.run_id} (dry run: nothing uploaded or submitted)")
+        print(f"plan:      {summary.folder}")
+        for path in summary.files():
+            print(f"           {path.name}")
+        return 0
     accuracy = summary.model.accuracy
     print(f"run id:    {summary.run_id}")
     print(f"model:     {summary.model.uri}")

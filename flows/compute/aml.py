@@ -164,8 +164,11 @@ def prefect_tags() -> dict[str, str]:
     """The submitting Prefect flow run, as job tags (empty outside a flow run)."""
     from prefect.runtime import flow_run
 
-    tags = {"prefect_flow_run_id": flow_run.id, "prefect_flow_run_url": flow_run.ui_url}
-    return {k: str(v) for k, v in tags.items() if v}
+    tags = {"prefect_flow_run_id": flow_run.id or ""}
+    # Without PREFECT_UI_URL the runtime still builds a URL, starting with "None/".
+    if (flow_run.ui_url or "").startswith(("http://", "https://")):
+        tags["prefect_flow_run_url"] = flow_run.ui_url
+    return {k: v for k, v in tags.items() if v}
 
 
 class AmlCompute:

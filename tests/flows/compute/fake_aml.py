@@ -16,6 +16,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,11 +113,17 @@ class FakeJobs:
         self.scripts: dict[str, Script] = {}
         self.default_script = Script()
         self.cancelled: list[str] = []
+        # The poller and the log stream both read a job's state, as on the service.
+        self._lock = threading.RLock()
 
     def script(self, name: str, script: Script) -> None:
         self.scripts[name] = script
 
     def _status(self, record: _Record) -> str:
+        with self._lock:
+            return self._advance(record)
+
+    def _advance(self, record: _Record) -> str:
         now = self.service.clock.now()
         if record.result is not None:
             return record.result.status
@@ -131,7 +138,9 @@ class FakeJobs:
             if elapsed < record.script.queued_seconds + record.script.running_seconds:
                 return "Running"
             outcome = record.script.outcome
-            record.result = outcome(record.job) if callable(outcome) else outcome
+            to_job = getattr(record.job, "_to_job", None)
+            job = to_job() if to_job else record.job
+            record.result = outcome(job) if callable(outcome) else outcome
         record.ended.set()
         return record.result.status
 
@@ -179,9 +188,13 @@ class FakeJobs:
     def stream(self, name: str) -> None:
         self.service.enter("jobs.stream")
         record = self._record(name)
-        # Real time: the poller moves the fake clock; the job "ends" when it sees it.
-        if not record.ended.wait(timeout=30):
-            return
+        # Like the SDK, it watches the job until it ends (in real seconds; on a
+        # FakeClock only the poller moves time on).
+        deadline = time.monotonic() + 60
+        while not record.ended.wait(0.05):
+            self._status(record)
+            if time.monotonic() > deadline:
+                return
         result = record.result or Outcome()
         sys.stdout.write(f"RunId: {name}\nWeb View: https://ml.azure.com/runs/{name}\n")
         for line in result.logs:

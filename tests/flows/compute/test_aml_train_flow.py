@@ -1,0 +1,206 @@
+"""The whole train flow with SOMEMODEL_COMPUTE=aml against the fake workspace and Azurite.
+
+The fake `MLClient` (the one patched seam) runs each job when it "completes"
+as AML would: the job's own command line, with its `azureml://` inputs
+downloaded from and outputs uploaded to the blob container (Azurite), in a
+virtual env with the wheel and pinned packages (the image). So the flow's
+verify step finds the model the AML job wrote, where the job spec said.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from azure.ai.ml.entities import Job
+from azure.storage.blob import ContainerClient
+
+import flows.compute.aml as aml
+from flows.compute.aml import AmlPreflightError, Clock
+from flows.compute.base import EnvironmentRef, EnvironmentSpec
+from flows.compute.local import LocalCompute
+from flows.datastore import LocalDatastore
+from flows.datastore.blob import BlobDatastore
+from flows.datastore.transfer import download, upload_folder
+from flows.settings import Settings
+from flows.summary import TrainSummary
+from flows.train import SAMPLE_PATH, main, seed_sample, train
+from flows.wheel import SOMEMODEL_SOURCE, build_wheel
+from tests.conftest import TEST_CACHE_DIR
+from tests.flows.compute.fake_aml import WORKSPACE, FakeMLClient, Outcome, Script
+from tests.services import Azurite
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
+
+_DATASTORE_URI = "azureml://datastores/workspaceblobstore/paths/"
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> EnvironmentRef:
+    """What the AML image holds: the wheel and the pinned packages, as a local venv."""
+    store = LocalDatastore(tmp_path_factory.mktemp("image-store"))
+    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
+    store.upload_file(wheel.local_path, wheel.datastore_path)
+    settings = Settings()
+    spec = EnvironmentSpec("somemodel-env", settings.base_image, settings.pip_packages, wheel)
+    return LocalCompute(store, TEST_CACHE_DIR).prepare_environment(spec)
+
+
+def _datastore_path(uri: str) -> str:
+    if not uri.startswith(_DATASTORE_URI):
+        raise ValueError(f"{uri} is not on the workspaceblobstore datastore")
+    return uri[len(_DATASTORE_URI) :].rstrip("/")
+
+
+def run_like_aml(store: BlobDatastore, image: EnvironmentRef) -> object:
+    """A job outcome that runs the submitted job's command on this machine."""
+
+    def run(job: Job) -> Outcome:
+        with tempfile.TemporaryDirectory(prefix="fake-aml-job-") as tmp:
+            scratch = Path(tmp)
+            code = scratch / "code"
+            shutil.copytree(str(job.code), code)
+            command = str(job.command)
+            for name, given in job.inputs.items():
+                local = download(store, _datastore_path(given.path), scratch / "inputs" / name)
+                command = command.replace(f"${{{{inputs.{name}}}}}", str(local))
+            outputs = {}
+            for name, given in job.outputs.items():
+                outputs[name] = scratch / "outputs" / name
+                outputs[name].mkdir(parents=True)
+                command = command.replace(f"${{{{outputs.{name}}}}}", str(outputs[name]))
+            done = subprocess.run(
+                ["bash", "-c", command],
+                cwd=code,
+                env={"PATH": f"{image.location}/bin:/usr/bin:/bin", "HOME": tmp},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            logs = tuple((done.stdout + done.stderr).splitlines())
+            if done.returncode != 0:
+                error = f"Execution failed. User process 'python' exited with {done.returncode}"
+                return Outcome("Failed", error=error, logs=logs)
+            for name, given in job.outputs.items():
+                upload_folder(store, outputs[name], _datastore_path(given.path))
+            return Outcome("Completed", logs=logs)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def workspace(
+    azurite: Azurite, image: EnvironmentRef, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FakeMLClient]:
+    name = azurite.new_container_name("aml")
+    ContainerClient.from_connection_string(azurite.connection_string, name).create_container()
+    fake = FakeMLClient(tmp_path_factory.mktemp("aml-uploads"), clock=Clock())  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {
+            "COMPUTE": "aml",
+            "DATASTORE": "blob",
+            "BLOB_CONTAINER": name,
+            "BLOB_CONNECTION_STRING": azurite.connection_string,
+            "CACHE_DIR": str(TEST_CACHE_DIR),
+            "PLAN_DIR": str(tmp_path_factory.mktemp("plans")),
+            "AML_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+            "AML_RESOURCE_GROUP": "rg-test",
+            "AML_WORKSPACE": WORKSPACE,
+            "AML_REGISTER_MODEL": "true",
+        }.items():
+            patch.setenv(f"SOMEMODEL_{key}", value)
+        patch.setattr(aml, "make_ml_client", lambda settings: fake)
+        store = BlobDatastore.from_settings(Settings())
+        fake.jobs.default_script = Script(
+            queued_seconds=0.1, running_seconds=0.1, outcome=run_like_aml(store, image)
+        )
+        seed_sample(Settings())
+        yield fake
+        fake.jobs.release()
+
+
+@pytest.fixture(scope="module")
+def first_run(workspace: FakeMLClient) -> TrainSummary:
+    summary = train(input_path=SAMPLE_PATH)
+    assert isinstance(summary, TrainSummary)
+    return summary
+
+
+def test_train_flow_runs_its_steps_as_aml_jobs(
+    workspace: FakeMLClient, first_run: TrainSummary
+) -> None:
+    run_id = first_run.run_id
+    assert sorted(workspace.jobs.records) == [f"{run_id}-data-prep", f"{run_id}-train"]
+    train_job = workspace.jobs.records[f"{run_id}-train"].job
+    assert train_job.inputs["training_dataframe"].path == (
+        f"{_DATASTORE_URI}prepared_dataframes/{run_id}/"
+    )
+    assert [s.status for s in first_run.steps] == ["Completed", "Completed"]
+    assert all(s.url.startswith("https://ml.azure.com/runs/") for s in first_run.steps)
+    store = BlobDatastore.from_settings(Settings())
+    metadata = json.loads(store.read_versioned(f"trained_models/{run_id}/metadata.json").text)
+    assert metadata["model_sha256"] == first_run.model.model_sha256
+    assert first_run.promoted
+    assert ("somemodel", run_id) in workspace.models.versions
+    markdown = first_run.to_markdown()
+    assert f"[open](https://ml.azure.com/runs/{run_id}-train" in markdown
+
+
+def test_second_run_reuses_the_environment(
+    workspace: FakeMLClient, first_run: TrainSummary
+) -> None:
+    second = train(input_path=SAMPLE_PATH)
+    assert isinstance(second, TrainSummary)
+    assert second.environment.reused
+    assert workspace.calls["environments.create_or_update"] == 1
+
+
+def test_failed_job_fails_the_flow_with_the_studio_url(
+    workspace: FakeMLClient, first_run: TrainSummary, tmp_path: Path
+) -> None:
+    store = BlobDatastore.from_settings(Settings())
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    store.upload_file(bad, "raw/no-target.csv", overwrite=True)
+    with pytest.raises(Exception, match=r"ended Failed.*\n.*Studio: https://ml.azure.com"):
+        train(input_path="raw/no-target.csv")
+
+
+def test_dry_run_writes_yaml_and_submits_nothing(
+    workspace: FakeMLClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs_before = dict(workspace.calls)
+    assert main(["--input-path", SAMPLE_PATH, "--run-id", "train-dry-run-1", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    folder = Settings().plan_dir / "train-dry-run-1"
+    assert f"plan:      {folder}" in out
+    assert sorted(p.name for p in folder.glob("*.yaml")) == [
+        "environment.yaml",
+        "train-dry-run-1-data-prep.yaml",
+        "train-dry-run-1-train.yaml",
+    ]
+    assert (folder / "environment" / "Dockerfile").is_file()
+    assert (
+        "prepared_dataframes/train-dry-run-1/"
+        in (folder / "train-dry-run-1-train.yaml").read_text()
+    )
+    assert dict(workspace.calls) == jobs_before
+
+
+def test_wrong_workspace_fails_before_any_upload(
+    workspace: FakeMLClient, monkeypatch: pytest.MonkeyPatch, azurite: Azurite
+) -> None:
+    name = azurite.new_container_name("aml-wrong")
+    ContainerClient.from_connection_string(azurite.connection_string, name).create_container()
+    monkeypatch.setenv("SOMEMODEL_BLOB_CONTAINER", name)
+    monkeypatch.setenv("SOMEMODEL_AML_WORKSPACE", "not-my-workspace")
+    seed_sample(Settings())
+    with pytest.raises(AmlPreflightError, match="'not-my-workspace' not found"):
+        train(input_path=SAMPLE_PATH)
+    store = BlobDatastore.from_settings(Settings())
+    assert store.list_files("wheels") == []
