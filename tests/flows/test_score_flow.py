@@ -1,0 +1,234 @@
+"""The whole score flow on the local compute and the local datastore, through Prefect."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.compute.base import StepFailedError
+from flows.datastore import DatastoreNotFoundError, LocalDatastore
+from flows.registry import ModelVerificationError, NoModelError
+from flows.score import SAMPLE_FILE, SAMPLE_PATH, main, score, seed_sample
+from flows.scoring import ScoreInputError, ScoreSummary
+from flows.settings import Settings
+from flows.summary import TrainSummary
+from flows.train import SAMPLE_PATH as TRAIN_SAMPLE_PATH
+from flows.train import seed_sample as seed_train_sample
+from flows.train import train
+from somemodel import load_model
+from tests.conftest import TEST_CACHE_DIR
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+HEADER = ",".join(["id", *FEATURES])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDatastore]:
+    root = tmp_path_factory.mktemp("datastore")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOMEMODEL_LOCAL_DATASTORE_ROOT", str(root))
+        patch.setenv("SOMEMODEL_CACHE_DIR", str(TEST_CACHE_DIR))
+        seed_train_sample(Settings())
+        seed_sample(Settings())
+        yield LocalDatastore(root)
+
+
+@pytest.fixture(scope="module")
+def trained(store: LocalDatastore) -> TrainSummary:
+    return train(input_path=TRAIN_SAMPLE_PATH)
+
+
+@pytest.fixture(scope="module")
+def first_score(trained: TrainSummary) -> ScoreSummary:
+    return score(input_path=SAMPLE_PATH)
+
+
+def _pointer(store: LocalDatastore) -> dict | None:
+    current = store.read_versioned("predictions/latest.json")
+    return json.loads(current.text) if current else None
+
+
+def _upload(store: LocalDatastore, tmp_path: Path, path: str, text: str) -> None:
+    local = tmp_path / "upload.csv"
+    local.write_text(text)
+    store.upload_file(local, path, overwrite=True)
+
+
+def test_sample_predictions_match_model_predict(
+    store: LocalDatastore, trained: TrainSummary, first_score: ScoreSummary
+) -> None:
+    run_id = first_score.run_id
+    assert run_id.startswith("score-")
+    out = store.root / "predictions" / run_id
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"row_id": str})
+    rows = pd.read_csv(SAMPLE_FILE, dtype={"id": str})
+    model = load_model(store.root / trained.model.model_path)
+
+    assert predictions["row_id"].tolist() == rows["id"].tolist()
+    assert predictions["predicted_class"].tolist() == list(model.predict(rows[FEATURES]))
+    np.testing.assert_allclose(
+        predictions[[f"proba_{c}" for c in model.classes_]].to_numpy(),
+        model.predict_proba(rows[FEATURES]),
+        rtol=1e-6,
+    )
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model_run_id"] == trained.model.run_id
+    assert manifest["model_sha256"] == trained.model.model_sha256
+    assert manifest["inputs"] == [{"path": "iris_score.csv", "rows": len(rows)}]
+    assert first_score.predictions.rows == len(rows)
+    counts = dict(first_score.predictions.class_counts)
+    assert counts == predictions["predicted_class"].value_counts().to_dict()
+    assert _pointer(store)["run_id"] == run_id  # type: ignore[index]
+    assert first_score.promoted
+
+    markdown = first_score.to_markdown()
+    assert f"rows scored: **{len(rows)}**" in markdown
+    assert trained.model.run_id in markdown
+    assert "iris_score.csv" in markdown
+    for cls, count in counts.items():
+        assert f"| {cls} | {count} |" in markdown
+
+
+def test_same_input_reuses_predictions_unless_forced(
+    store: LocalDatastore, first_score: ScoreSummary
+) -> None:
+    again = score(input_path=SAMPLE_PATH)
+    assert again.step.reused
+    assert again.predictions.run_id == first_score.run_id
+    forced = score(input_path=SAMPLE_PATH, force_rerun=True)
+    assert not forced.step.reused
+    assert forced.predictions.run_id == forced.run_id
+    assert (store.root / "predictions" / forced.run_id / "predictions.csv").read_bytes() == (
+        store.root / "predictions" / first_score.run_id / "predictions.csv"
+    ).read_bytes()
+    assert _pointer(store)["run_id"] == forced.run_id  # type: ignore[index]
+
+
+def test_explicit_model_run_id_and_folder_of_csvs(
+    store: LocalDatastore, trained: TrainSummary, tmp_path: Path
+) -> None:
+    lines = SAMPLE_FILE.read_text().splitlines()
+    _upload(store, tmp_path, "raw/week/a.csv", "\n".join(lines[:11]) + "\n")
+    _upload(store, tmp_path, "raw/week/b/c.csv", "\n".join([lines[0], *lines[11:]]) + "\n")
+    _upload(store, tmp_path, "raw/week/notes.txt", "not a csv\n")
+    summary = score(input_path="raw/week", model=trained.model.run_id)
+    assert summary.model.run_id == trained.model.run_id
+    assert summary.predictions.inputs == (("a.csv", 10), ("b/c.csv", len(lines) - 11))
+    assert summary.predictions.rows == len(lines) - 1
+
+
+def test_unknown_model_run_id(store: LocalDatastore, trained: TrainSummary) -> None:
+    with pytest.raises(NoModelError, match="no trained model with run id 'train-nope-1'"):
+        score(input_path=SAMPLE_PATH, model="train-nope-1")
+
+
+@pytest.mark.parametrize("bad", ["Latest", "../trained_models/x", "train_1"])
+def test_bad_model_selector_is_rejected_by_parameter_validation(bad: str) -> None:
+    with pytest.raises(Exception, match="model") as info:
+        score(input_path=SAMPLE_PATH, model=bad)
+    assert "run id" in str(info.value)
+
+
+def test_no_model_trained_yet(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    root = tmp_path / "empty-datastore"
+    monkeypatch.setenv("SOMEMODEL_LOCAL_DATASTORE_ROOT", str(root))
+    monkeypatch.setenv("SOMEMODEL_CACHE_DIR", str(TEST_CACHE_DIR))
+    seed_sample(Settings())
+    with pytest.raises(NoModelError, match=r"no model trained yet.*python flows/train\.py"):
+        score(input_path=SAMPLE_PATH)
+    assert LocalDatastore(root).list_files("") == [SAMPLE_PATH]
+
+
+def test_tampered_model_is_refused_and_nothing_written(
+    store: LocalDatastore, trained: TrainSummary, first_score: ScoreSummary, tmp_path: Path
+) -> None:
+    source, copy = f"trained_models/{trained.model.run_id}", "trained_models/train-tampered-1"
+    for path in store.list_files(source):
+        store.download_file(path, tmp_path / "model" / Path(path).name)
+    with (tmp_path / "model" / "model.skops").open("ab") as handle:
+        handle.write(b"\0")
+    for file in (tmp_path / "model").iterdir():
+        store.upload_file(file, f"{copy}/{file.name}", overwrite=True)
+    before, pointer = store.list_files("predictions"), _pointer(store)
+
+    with pytest.raises(ModelVerificationError, match="sha256.*refusing to load it"):
+        score(input_path=SAMPLE_PATH, model="train-tampered-1")
+    assert store.list_files("predictions") == before
+    assert _pointer(store) == pointer
+
+
+def test_missing_input_and_folder_without_csvs(
+    store: LocalDatastore, first_score: ScoreSummary, tmp_path: Path
+) -> None:
+    before = store.list_files("predictions")
+    with pytest.raises(DatastoreNotFoundError, match=r"'raw/nope\.csv'.*local datastore"):
+        score(input_path="raw/nope.csv")
+    _upload(store, tmp_path, "raw/no-csvs/readme.txt", "hello\n")
+    with pytest.raises(ScoreInputError, match=r"'raw/no-csvs'.*holds no CSV files.*readme\.txt"):
+        score(input_path="raw/no-csvs")
+    assert store.list_files("predictions") == before
+
+
+@pytest.mark.parametrize(
+    ("csv", "message"),
+    [
+        (
+            "id,sepal_length,sepal_width,petal_length\nx,1,2,3\n",
+            r"missing feature columns \['petal_width'\]",
+        ),
+        (
+            f"{HEADER}\na,1,2,3,4\nb,1,2,oops,4\nc,1,2,3,4\nd,1,2,3,4\ne,1,2,?,4\n",
+            r"column 'petal_length' has non-numeric values at data rows \[2, 5\]",
+        ),
+    ],
+    ids=["missing-feature", "non-numeric"],
+)
+def test_bad_csv_fails_with_reason_and_latest_stays(
+    store: LocalDatastore, first_score: ScoreSummary, tmp_path: Path, csv: str, message: str
+) -> None:
+    pointer = _pointer(store)
+    _upload(store, tmp_path, "raw/bad.csv", csv)
+    with pytest.raises(StepFailedError, match=message):
+        score(input_path="raw/bad.csv")
+    assert _pointer(store) == pointer
+
+
+def test_header_only_csv_gives_zero_predictions(
+    store: LocalDatastore, first_score: ScoreSummary, tmp_path: Path
+) -> None:
+    _upload(store, tmp_path, "raw/empty.csv", HEADER + "\n")
+    summary = score(input_path="raw/empty.csv")
+    assert summary.predictions.rows == 0
+    assert summary.predictions.inputs == (("empty.csv", 0),)
+    assert "rows scored: **0**: the input has no data rows" in summary.to_markdown()
+    text = (store.root / summary.predictions.predictions_path).read_text()
+    assert text.splitlines() == [
+        '"row_id","predicted_class","proba_setosa","proba_versicolor","proba_virginica"'
+    ]
+
+
+def test_cli_prints_run_id_predictions_and_rows(
+    store: LocalDatastore, trained: TrainSummary, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--input-path", SAMPLE_PATH, "--model", trained.model.run_id]) == 0
+    out = capsys.readouterr().out
+    assert "run id:      score-" in out
+    assert "predictions.csv" in out
+    assert "rows:        30 (" in out
+
+
+def test_cli_exits_non_zero_with_the_error(
+    store: LocalDatastore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--input-path", "raw/missing.csv"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "raw/missing.csv" in err
