@@ -159,7 +159,7 @@ def test_tampered_model_is_refused_and_nothing_written(
         store.upload_file(file, f"{copy}/{file.name}", overwrite=True)
     before, pointer = store.list_files("predictions"), _pointer(store)
 
-    with pytest.raises(ModelVerificationError, match="sha256.*refusing to load it"):
+    with pytest.raises(ModelVerificationError, match=r"sha256.*refusing to load it"):
         score(input_path=SAMPLE_PATH, model="train-tampered-1")
     assert store.list_files("predictions") == before
     assert _pointer(store) == pointer
