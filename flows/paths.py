@@ -25,9 +25,13 @@ class InvalidPathError(ValueError):
     """A datastore path is unsafe or malformed; the message says why."""
 
 
+def _shorten(text: str, limit: int = 80) -> str:
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+
+
 def check_datastore_path(path: str) -> str:
     """Return `path` normalised (no trailing slash) or raise InvalidPathError."""
-    shown = repr(path[:80] + ("..." if len(path) > 80 else ""))
+    shown = _shorten(path)
     if not path or not path.strip("/"):
         raise InvalidPathError("path is empty: give a file or folder inside the datastore")
     if len(path) > MAX_PATH_LENGTH:
@@ -52,7 +56,7 @@ def check_datastore_path(path: str) -> str:
             )
         if not _SEGMENT.match(segment):
             raise InvalidPathError(
-                f"path {shown}: segment {segment!r} may only contain letters, digits, "
+                f"path {shown}: segment {_shorten(segment)} may only contain letters, digits, "
                 "'.', '_', '-', '=', '+' and spaces, and must start with a letter or digit"
             )
     return "/".join(segments)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ logger = logging.getLogger(__name__)
 
 PREPARED_FILENAME = "prepared.parquet"
 _EXAMPLES = 3
+# pandas' default missing-value markers (read_csv's `na_values` documentation).
+_NA_TEXT = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)  # fmt: skip
 
 
 class DataPrepError(ValueError):
@@ -48,6 +54,32 @@ def _read_header(path: Path) -> list[str]:
     return header
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    # index_col=False: rows with one field more than the header would otherwise make
+    # pandas take the first column as the index and shift every value one column left.
+    # pandas only warns that it drops the extra fields, so the warning is made an error.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, index_col=False)
+    except pd.errors.ParserWarning as exc:
+        raise DataPrepError(
+            f"{path}: some rows have more fields than the header: check for unquoted commas"
+        ) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataPrepError(f"{path}: file is empty (no header, no rows)") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        message = str(exc).strip().replace("\n", " ")
+        raise DataPrepError(f"{path}: cannot parse CSV: {message}") from exc
+    # When pandas keeps a column as text (an integer beyond uint64 next to a float,
+    # say) it leaves that column's missing-value markers as text too.
+    for name in frame.columns:
+        column = frame[name]
+        if not pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            frame[name] = column.mask(column.isin(_NA_TEXT))
+    return frame
+
+
 def read_csvs(paths: list[Path]) -> pd.DataFrame:
     """Read and stack CSV files that must all have the same header."""
     if not paths:
@@ -65,11 +97,7 @@ def read_csvs(paths: list[Path]) -> pd.DataFrame:
             raise DataPrepError(
                 f"{path}: header {header} differs from {paths[0].name}'s header {expected}"
             )
-        try:
-            frame = pd.read_csv(path)
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            message = str(exc).strip().replace("\n", " ")
-            raise DataPrepError(f"{path}: cannot parse CSV: {message}") from exc
+        frame = _read_csv(path)
         if frame.empty:
             raise DataPrepError(f"{path}: has a header but no data rows")
         logger.info("read %d rows from %s", len(frame), path)
@@ -103,14 +131,23 @@ def data_prep(df: pd.DataFrame, target_col: str = "target") -> pd.DataFrame:
     if not features:
         raise DataPrepError(f"no feature columns: the only column is the target {target_col!r}")
 
-    bad = {
-        str(c): _non_numeric_examples(df[c])
+    text_columns = [
+        c
         for c in features
         if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
-    }
+    ]
+    bad = {str(c): _non_numeric_examples(df[c]) for c in text_columns}
+    bad = {name: examples for name, examples in bad.items() if examples}
     if bad:
         details = "; ".join(f"{name!r} (e.g. {examples})" for name, examples in bad.items())
         raise DataPrepError(f"feature columns must be numeric, these are not: {details}")
+
+    if text_columns:
+        # Every value parses as a number, but pandas kept the column as text: integers
+        # beyond int64, for instance. Features become float64 anyway.
+        df = df.copy()
+        for c in text_columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
 
     rows_in = len(df)
     no_target = df[target_col].isna()
@@ -125,6 +162,11 @@ def data_prep(df: pd.DataFrame, target_col: str = "target") -> pd.DataFrame:
     out = x.loc[~incomplete]
     out[target_col] = df.loc[~incomplete, target_col]
     out = out.reset_index(drop=True)
+    if out[target_col].dtype == object and out[target_col].map(type).nunique() > 1:
+        # Files that agree on the labels' text can disagree on their type (one file's
+        # "1" read as an int, another's as text): a CSV label is text, so compare as text.
+        logger.info("target column %r mixes value types: using their text", target_col)
+        out[target_col] = out[target_col].astype(str)
     if out.empty:
         raise DataPrepError(
             f"no rows left after dropping rows with a missing target or features ({rows_in} in)"

@@ -1,0 +1,189 @@
+"""Random CSV-like bytes through the score step's functions.
+
+Each input either scores (one output row per input row, probabilities that sum
+to 1) or fails with ScoreError and a message naming the problem: never a
+traceback from inside pandas, pyarrow or the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+from score import (
+    PREDICTIONS_FILENAME,
+    ScoreError,
+    TrainedModel,
+    build_manifest,
+    load_trained_model,
+    score_files,
+    score_frame,
+)
+from train import build_metadata, train, write_metadata, write_model
+
+from tests.fuzz.csv_strategies import cells, csv_bytes
+
+FEATURES = ["f1", "f2"]
+ID = "id"
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(40, 2)), columns=FEATURES)
+    df["target"] = np.where(df["f1"] > 0, "x", "y")
+    result = train(df)
+    folder = tmp_path_factory.mktemp("model")
+    sha256 = write_model(result.model, folder)
+    metadata = build_metadata(
+        result,
+        run_id="train-fuzz",
+        input_path="raw/fuzz.csv",
+        target_col="target",
+        model_sha256=sha256,
+        created_at=datetime.now(UTC),
+    )
+    write_metadata(metadata, folder)
+    return load_trained_model(folder)
+
+
+def _is_known_header_bug(exc: BaseException) -> bool:
+    """score.py reads the header (`nrows=0`) outside the try that turns parse errors
+    into ScoreError. Reported, not fixed here (score.py is another engineer's); the
+    strict xfail below fails as soon as it is fixed, to remove this tolerance."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any(Path(f.filename).name == "score.py" and "nrows=0" in (f.line or "") for f in frames)
+
+
+def _count_rows(path: Path) -> int:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return sum(1 for _ in csv.reader(handle)) - 1
+
+
+@FUZZ
+@given(data=csv_bytes([ID, *FEATURES]), chunk_size=st.sampled_from([1, 3, 100_000]))
+@example(data=b"", chunk_size=1)
+@example(data=b"   \n", chunk_size=1)
+@example(data=b"\xef\xbb\xbff1,f2\r\n1,2", chunk_size=1)
+@example(data=b"f1,f2\n\xff\xfe,1\n", chunk_size=1)
+@example(data=b"\xff\xfef1,f2\n1,1\n", chunk_size=1)
+@example(data=b'f1,"f2\n1,2\n', chunk_size=1)
+@example(data=b"f1,f2\n1,2,3\n4,5,6\n", chunk_size=1)
+@example(data=b"f1,f2,f1\n1,2,x\n", chunk_size=1)
+@example(data=b"f1,f2\n99999999999999999999999,1\n", chunk_size=1)
+def test_score_files_scores_or_fails_clearly(
+    trained: TrainedModel, data: bytes, chunk_size: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "in").mkdir()
+        (folder / "in" / "week.csv").write_bytes(data)
+        out = folder / "out"
+        try:
+            summaries = score_files(
+                trained, folder / "in", out, id_column=ID, chunk_size=chunk_size
+            )
+        except ScoreError as exc:
+            refusal = str(exc)
+        except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+            if not _is_known_header_bug(exc):
+                raise
+            event("known bug: unreadable header escapes as a pandas error")
+            return
+        else:
+            refusal = None
+        if refusal is not None:
+            assert refusal.strip()
+            assert not (out / PREDICTIONS_FILENAME).exists()
+            assert [p.name for p in out.glob("*")] == [] if out.exists() else True
+            event("refused")
+            return
+        event("scored")
+        predictions = out / PREDICTIONS_FILENAME
+        assert _count_rows(predictions) == sum(s.rows for s in summaries)
+        frame = pd.read_csv(predictions, keep_default_na=False)
+        if len(frame):
+            probabilities = frame[[f"proba_{c}" for c in trained.model.classes_]].to_numpy()
+            np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+            assert set(frame["predicted_class"]) <= {str(c) for c in trained.model.classes_}
+        manifest = build_manifest(
+            run_id="score-fuzz", trained=trained, inputs=summaries, created_at=datetime.now(UTC)
+        )
+        assert manifest["output_rows"] == len(frame)
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> pd.DataFrame:
+    columns = draw(
+        st.lists(
+            st.sampled_from([*FEATURES, ID, "other", "ü"]), min_size=0, max_size=5, unique=True
+        )
+    )
+    n_rows = draw(st.integers(min_value=1, max_value=8))
+    data = {}
+    for name in columns:
+        values = st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.integers(min_value=-(2**63), max_value=2**63 - 1),
+            st.booleans(),
+            cells(),
+            st.none(),
+        )
+        data[name] = draw(st.lists(values, min_size=n_rows, max_size=n_rows))
+    return pd.DataFrame(data, columns=columns)
+
+
+@FUZZ
+@given(df=frames(), row_offset=st.integers(min_value=0, max_value=10**9))
+def test_score_frame_scores_or_fails_clearly(
+    trained: TrainedModel, df: pd.DataFrame, row_offset: int
+) -> None:
+    try:
+        scored = score_frame(trained.model, df, FEATURES, ID, row_offset, "week.csv")
+    except ScoreError as exc:
+        refusal = str(exc)
+    else:
+        refusal = None
+    if refusal is not None:
+        assert refusal.strip()
+        event("refused")
+        return
+    event("scored")
+    assert len(scored) == len(df)
+    assert scored["row_id"].notna().all()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=(UnicodeDecodeError, pd.errors.ParserError),
+    reason="score.py bug: a header that cannot be decoded or parsed escapes as a pandas error",
+)
+@pytest.mark.parametrize(
+    "data", [b"\xff\xfef1,f2\n1,1\n", b'f1,"f2\n1,2\n'], ids=["bytes", "quote"]
+)
+def test_unreadable_header_is_a_score_error(
+    trained: TrainedModel, tmp_path: Path, data: bytes
+) -> None:
+    (tmp_path / "week.csv").write_bytes(data)
+    with pytest.raises(ScoreError, match=r"week\.csv"):
+        score_files(trained, tmp_path / "week.csv", tmp_path / "out", id_column=ID)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="score.py bug: score_frame on zero rows raises scikit-learn's ValueError "
+    "(score_files skips empty chunks, so only direct callers hit it)",
+)
+def test_score_frame_on_zero_rows(trained: TrainedModel) -> None:
+    empty = pd.DataFrame({"f1": [], "f2": []}, dtype=float)
+    assert len(score_frame(trained.model, empty, FEATURES, ID, 0, "week.csv")) == 0
