@@ -9,6 +9,7 @@ back on the same port with the same data).
 
 from __future__ import annotations
 
+import base64
 import shutil
 import socket
 import subprocess
@@ -34,6 +35,8 @@ ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
+# Valid base64 of the right length, but not the account's key: requests are signed, then refused.
+WRONG_KEY = base64.b64encode(b"not the key of this account, but valid base64." * 2).decode()
 STARTUP_TIMEOUT_SECONDS = 60.0
 
 

@@ -21,8 +21,7 @@ from flows.settings import Settings
 from flows.summary import TrainSummary
 from flows.train import SAMPLE_PATH, main, seed_sample, train
 from tests.conftest import TEST_CACHE_DIR
-from tests.flows.datastore.test_blob import WRONG_KEY
-from tests.services import ACCOUNT_KEY, Azurite
+from tests.services import ACCOUNT_KEY, WRONG_KEY, Azurite
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import os
@@ -17,10 +16,9 @@ from flows.datastore import DatastoreError, DatastoreNotFoundError, make_datasto
 from flows.datastore.base import sha256_of_file
 from flows.datastore.blob import BlobDatastore
 from flows.settings import Settings
-from tests.services import ACCOUNT_KEY, ACCOUNT_NAME, Azurite, blob_datastore
+from tests.services import ACCOUNT_KEY, ACCOUNT_NAME, WRONG_KEY, Azurite, blob_datastore
 
 MB = 1024 * 1024
-WRONG_KEY = base64.b64encode(b"not the key of this account, but valid base64." * 2).decode()
 
 
 def _file(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -44,6 +42,15 @@ def test_settings_select_the_blob_datastore(azurite: Azurite) -> None:
     assert isinstance(store, BlobDatastore)
     assert store.kind == "blob"
     assert store.describe() == "blob container 'somemodel' in storage account 'devstoreaccount1'"
+
+
+def test_account_url_settings_build_an_identity_based_client_offline() -> None:
+    store = make_datastore(
+        Settings(datastore="blob", blob_account_url="https://acct.blob.core.windows.net")
+    )
+    assert store.describe() == "blob container 'somemodel' in storage account 'acct'"
+    assert store.uri("raw/a.csv") == "https://acct.blob.core.windows.net/somemodel/raw/a.csv"
+    assert "Storage Blob Data Contributor" in store.credential_hint  # type: ignore[attr-defined]
 
 
 def test_uri_is_the_blob_url_without_secrets(blob_store: BlobDatastore, azurite: Azurite) -> None:
