@@ -12,6 +12,7 @@ does not verify) fails the same way on every attempt.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
@@ -29,6 +30,7 @@ from flows.compute.base import (
 from flows.datastore.base import Datastore
 from flows.datastore.transfer import resolve_input
 from flows.registry import ModelRef, promote, verify_model
+from flows.reuse import find_reusable, record, step_key
 from flows.settings import Settings
 from flows.wheel import SOMEMODEL_SOURCE, build_wheel
 
@@ -66,8 +68,26 @@ def build_environment(compute: Compute, settings: Settings, wheel: WheelRef) -> 
 
 
 @task(cache_policy=NO_CACHE)
-def submit_step(compute: Compute, spec: StepSpec, environment: EnvironmentRef) -> StepResult:
-    return compute.run_step(spec, environment)
+def submit_step(
+    compute: Compute,
+    datastore: Datastore,
+    spec: StepSpec,
+    environment: EnvironmentRef,
+    force_rerun: bool = False,
+) -> StepResult:
+    key = step_key(datastore, spec, environment)
+    earlier = None if force_rerun else find_reusable(datastore, spec, key)
+    if earlier is not None:
+        get_run_logger().info(
+            "Reusing step %s: same code, environment, parameters and inputs as run %s",
+            spec.step,
+            earlier.run_id,
+        )
+        return earlier
+    result = compute.run_step(spec, environment)
+    result = result if result.run_id else replace(result, run_id=spec.run_id)
+    record(datastore, spec, key, result)
+    return result
 
 
 @task(cache_policy=NO_CACHE)

@@ -49,14 +49,17 @@ def train(
     input_path: DatastorePath = SAMPLE_PATH,
     target_col: ColumnName = "target",
     run_id: RunId | None = None,
+    force_rerun: bool = False,
     dry_run: bool = False,
 ) -> TrainSummary | TrainPlan:
     """Train somemodel on the CSV file(s) at `input_path` and promote the verified model.
 
     `run_id` defaults to a name derived from the flow run; pass an earlier run's
-    id to resume it (finished steps are reused, not run again). `dry_run`
-    writes the Azure ML environment and jobs as YAML under `plans/{run_id}/`
-    and submits nothing.
+    id to resume it (finished steps are reused, not run again). A step whose
+    code, environment, parameters and input data are unchanged since an earlier
+    run reuses that run's output unless `force_rerun` is set. `dry_run` writes
+    the Azure ML environment and jobs as YAML under `plans/{run_id}/` and
+    submits nothing.
     """
     settings = Settings()
     run_id = run_id or _run_name()
@@ -69,12 +72,12 @@ def train(
     wheel = upload_wheel(datastore, settings)
     environment = build_environment(compute, settings, wheel)
     prep_spec = data_prep_step(run_id, source.path, source.kind, target_col)
-    prepared = submit_step(compute, prep_spec, environment)
+    prepared = submit_step(compute, datastore, prep_spec, environment, force_rerun)
     train_spec = train_step(
         run_id, prepared.outputs["output_dataframe_path"], target_col, input_path
     )
-    trained = submit_step(compute, train_spec, environment)
-    model = verify_model_blob(datastore, run_id)
+    trained = submit_step(compute, datastore, train_spec, environment, force_rerun)
+    model = verify_model_blob(datastore, trained.run_id)
     promoted = promote_model(datastore, model)
     if settings.aml_register_model:
         register_model(compute, model)
@@ -117,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-col", default="target", help="label column (default: target)")
     parser.add_argument("--run-id", help="resume this run id instead of starting a new one")
     parser.add_argument(
+        "--force-rerun", action="store_true", help="run every step even if its output exists"
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="write the Azure ML environment and job definitions to plans/RUN_ID/; submit nothing",
@@ -129,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             input_path=args.input_path or SAMPLE_PATH,
             target_col=args.target_col,
             run_id=args.run_id,
+            force_rerun=args.force_rerun,
             dry_run=args.dry_run,
         )
     except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit

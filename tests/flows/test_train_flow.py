@@ -61,7 +61,7 @@ def test_trains_verifies_and_promotes(store: LocalDatastore, first_run: TrainSum
     assert [s.step for s in first_run.steps] == ["data_prep", "train"]
 
 
-def test_second_run_reuses_wheel_and_environment(
+def test_unchanged_second_run_reuses_everything(
     store: LocalDatastore, first_run: TrainSummary
 ) -> None:
     second = train(input_path=SAMPLE_PATH)
@@ -69,13 +69,38 @@ def test_second_run_reuses_wheel_and_environment(
     assert second.environment.reused
     assert second.environment.id == first_run.environment.id
     assert len(store.list_files("wheels")) == 1
-    assert _latest(store)["run_id"] == second.run_id
+    assert [s.reused for s in second.steps] == [True, True]
+    assert {s.run_id for s in second.steps} == {first_run.run_id}
+    assert second.model.run_id == first_run.run_id
+    assert not store.list_files(f"trained_models/{second.run_id}")
+    assert "| yes |" in second.to_markdown()
 
 
-def test_rerun_with_same_run_id_reuses_finished_steps(first_run: TrainSummary) -> None:
+def test_force_rerun_runs_every_step(store: LocalDatastore, first_run: TrainSummary) -> None:
+    forced = train(input_path=SAMPLE_PATH, force_rerun=True)
+    assert [s.reused for s in forced.steps] == [False, False]
+    assert forced.model.run_id == forced.run_id
+    assert _latest(store)["run_id"] == forced.run_id
+
+
+def test_changed_input_data_is_not_reused(
+    store: LocalDatastore, first_run: TrainSummary, tmp_path: Path
+) -> None:
+    rows = SAMPLE_CSV.read_text().splitlines()
+    _upload(store, tmp_path, "raw/changing.csv", "\n".join(rows[:-10]) + "\n")
+    first = train(input_path="raw/changing.csv")
+    _upload(store, tmp_path, "raw/changing.csv", "\n".join(rows[:-5]) + "\n")
+    second = train(input_path="raw/changing.csv")
+    assert [s.reused for s in second.steps] == [False, False]
+    assert second.model.run_id == second.run_id != first.run_id
+
+
+def test_rerun_with_same_run_id_reuses_finished_steps(
+    store: LocalDatastore, first_run: TrainSummary
+) -> None:
     again = train(input_path=SAMPLE_PATH, run_id=first_run.run_id)
     assert [s.reused for s in again.steps] == [True, True]
-    assert again.model.model_sha256 == first_run.model.model_sha256
+    assert again.model.run_id in {first_run.run_id, _latest(store)["run_id"]}
 
 
 def test_folder_of_csvs_is_one_input(store: LocalDatastore, tmp_path: Path) -> None:
