@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 
 MAX_PATH_LENGTH = 1024
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ =+-]*$")
@@ -79,9 +79,34 @@ def check_column_name(name: str) -> str:
     return name
 
 
-DatastorePath = Annotated[str, AfterValidator(check_datastore_path)]
-RunId = Annotated[str, AfterValidator(check_run_id)]
-ColumnName = Annotated[str, AfterValidator(check_column_name)]
+# The validators run in the flow process; the JSON schemas below are what the
+# Prefect server checks when a run is created (deployments enforce their
+# parameter schema), so a bad value from the API or the UI is refused before a
+# run even exists. The patterns accept exactly what the validators accept.
+DATASTORE_PATH_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._ =+-]*(/[A-Za-z0-9][A-Za-z0-9._ =+-]*)*/*$"
+DatastorePath = Annotated[
+    str,
+    AfterValidator(check_datastore_path),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": DATASTORE_PATH_PATTERN,
+            "maxLength": MAX_PATH_LENGTH,
+            "description": "A file or folder relative to the datastore, e.g. raw/2026-11-23.csv "
+            "(no leading '/', no '..', no URL)",
+        }
+    ),
+]
+RunId = Annotated[
+    str,
+    AfterValidator(check_run_id),
+    WithJsonSchema({"type": "string", "pattern": _RUN_ID.pattern}),
+]
+ColumnName = Annotated[
+    str,
+    AfterValidator(check_column_name),
+    WithJsonSchema({"type": "string", "pattern": _COLUMN.pattern}),
+]
 
 
 def make_run_id(prefix: str, flow_run_id: str, now: datetime | None = None) -> str:

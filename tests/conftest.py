@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.prefect_server import prefect_server  # noqa: F401  (session fixture: a real server)
 from tests.services import azurite  # noqa: F401  (session fixture: a real Azurite)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,164 @@
+"""Set up the Prefect side once: the work pool, the blob credentials block, a settings summary.
+
+    python -m deployments.setup
+
+Run it against your server (PREFECT_API_URL set, e.g. `prefect config set
+PREFECT_API_URL=http://127.0.0.1:4200/api`), with the same SOMEMODEL_*
+settings (environment or `.env`) the worker will have. Running it again is
+safe: an existing work pool is kept, the blocks are overwritten with the
+current settings.
+
+- the work pool(s) named in prefect.yaml, of type `process`;
+- with SOMEMODEL_DATASTORE=blob: the container (created if missing) and, when
+  a connection string or account URL is set, an AzureBlobStorageCredentials
+  block (named by SOMEMODEL_BLOB_CREDENTIALS_BLOCK, default `somemodel-blob`),
+  so a worker needs only `SOMEMODEL_BLOB_CREDENTIALS_BLOCK=<name>`;
+- a Prefect variable `somemodel_settings`: the settings this was run with,
+  secrets left out, so the UI (Variables) shows what the deployments were set
+  up for. (Prefect 3 has no JSON block any more; a variable holds JSON.) The
+  flows do not read it: they build their settings from their environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
+from prefect.variables import Variable
+from prefect.workers.process import ProcessWorker
+from pydantic import SecretStr, ValidationError
+
+from deployments.blob import BlobSetupError, create_container, save_block
+from deployments.declared import PREFECT_YAML, DeclarationError, load_deployments, work_pools
+from flows.datastore.base import DatastoreError
+from flows.settings import Settings, SettingsError
+
+WORK_POOL_TYPE = "process"
+SETTINGS_VARIABLE = "somemodel_settings"
+DEFAULT_BLOB_BLOCK = "somemodel-blob"
+
+
+class SetupError(RuntimeError):
+    """The Prefect side cannot be set up as asked; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    lines: tuple[str, ...]
+    work_pools: tuple[str, ...]
+
+
+def require_api_url() -> str:
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise SetupError(
+            "PREFECT_API_URL is not set, so this would set up a throwaway in-process server: "
+            "start one (`prefect server start`) and point at it with "
+            "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`"
+        )
+    return str(url)
+
+
+async def ensure_work_pool(name: str, pool_type: str = WORK_POOL_TYPE) -> str:
+    """Create the work pool unless it exists (get-or-create); an existing one is left as is."""
+    async with get_client() as client:
+        try:
+            pool = await client.read_work_pool(name)
+        except ObjectNotFound:
+            await client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type=pool_type,
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    description="Runs the somemodel flows as subprocesses of a process worker.",
+                )
+            )
+            return f"Created work pool {name!r} (type {pool_type})"
+    if pool.type != pool_type:
+        raise SetupError(
+            f"work pool {name!r} exists with type {pool.type!r}, but prefect.yaml's deployments "
+            f"need a {pool_type!r} pool: delete it (`prefect work-pool delete {name}`) and run "
+            "this again"
+        )
+    return f"Work pool {name!r} (type {pool_type}) already exists"
+
+
+def settings_summary(settings: Settings) -> dict[str, object]:
+    """The settings as JSON, each secret replaced by whether it is set."""
+    summary: dict[str, object] = {}
+    for name, value in settings.model_dump(mode="python").items():
+        if isinstance(value, SecretStr):
+            summary[name] = "(set)"
+        elif value is None:
+            summary[name] = None
+        elif isinstance(value, str | int | float | bool):
+            summary[name] = value
+        elif isinstance(value, tuple | list):
+            summary[name] = [str(item) for item in value]
+        else:
+            summary[name] = str(value)
+    return summary
+
+
+def save_settings_summary(settings: Settings, name: str = SETTINGS_VARIABLE) -> str:
+    Variable.set(name, settings_summary(settings), tags=["somemodel"], overwrite=True)
+    return f"Saved the variable {name!r}: the settings, secrets left out"
+
+
+def set_up_blob(settings: Settings) -> list[str]:
+    """The container and the credentials block, from the blob settings."""
+    lines = []
+    if settings.blob_connection_string or settings.blob_account_url:
+        name = settings.blob_credentials_block or DEFAULT_BLOB_BLOCK
+        lines.append(save_block(settings, name))
+    else:
+        lines.append(
+            f"Using the saved credentials block {settings.blob_credentials_block!r} "
+            "(SOMEMODEL_BLOB_CREDENTIALS_BLOCK); not overwriting it"
+        )
+    lines.append(create_container(settings))
+    return lines
+
+
+def set_up(settings: Settings, prefect_yaml: Path = PREFECT_YAML) -> SetupResult:
+    require_api_url()
+    pools = work_pools(load_deployments(prefect_yaml))
+    lines = [asyncio.run(ensure_work_pool(pool)) for pool in pools]
+    if settings.datastore == "blob":
+        lines += set_up_blob(settings)
+    lines.append(save_settings_summary(settings))
+    return SetupResult(tuple(lines), pools)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
+    try:
+        result = set_up(Settings())
+    except (
+        SetupError,
+        SettingsError,
+        ValidationError,
+        DeclarationError,
+        DatastoreError,
+        BlobSetupError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for line in result.lines:
+        print(line)
+    print("\nNext, from the repository root: `prefect deploy --all`, then")
+    for pool in result.work_pools:
+        print(f"  prefect worker start --pool {pool}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

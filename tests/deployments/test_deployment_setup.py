@@ -1,0 +1,70 @@
+"""`python -m deployments.setup`: the work pool and the settings summary, idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.variables import Variable
+
+from deployments.setup import (
+    SETTINGS_VARIABLE,
+    SetupError,
+    ensure_work_pool,
+    main,
+    set_up,
+    settings_summary,
+)
+from flows.settings import Settings
+
+
+def test_settings_summary_leaves_secrets_out() -> None:
+    secret = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=c2VjcmV0;"
+    summary = settings_summary(
+        Settings(datastore="blob", blob_connection_string=secret, blob_container="box")
+    )
+    assert summary["blob_connection_string"] == "(set)"
+    assert summary["blob_container"] == "box"
+    assert summary["aml_client_secret"] is None
+    assert secret not in str(summary)
+    assert isinstance(summary["pip_packages"], list)
+
+
+def test_refuses_to_run_without_a_server(capsys: pytest.CaptureFixture[str]) -> None:
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        assert main([]) == 1
+    assert "PREFECT_API_URL is not set" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api", "local_env")
+def test_set_up_twice_creates_the_pool_once_and_saves_the_summary() -> None:
+    first = set_up(Settings())
+    second = set_up(Settings())
+    assert first.work_pools == ("somemodel-process",)
+    assert any(line.startswith("Created work pool 'somemodel-process'") for line in first.lines)
+    assert "Work pool 'somemodel-process' (type process) already exists" in second.lines
+
+    async def pool_type() -> str:
+        async with get_client() as client:
+            return (await client.read_work_pool("somemodel-process")).type
+
+    assert asyncio.run(pool_type()) == "process"
+    saved = Variable.get(SETTINGS_VARIABLE)
+    assert isinstance(saved, dict)
+    assert saved["datastore"] == "local"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_a_pool_of_another_type_is_refused_with_the_fix() -> None:
+    async def create_other() -> None:
+        async with get_client() as client:
+            await client.create_work_pool(WorkPoolCreate(name="somemodel-wrong", type="docker"))
+
+    asyncio.run(create_other())
+    with pytest.raises(SetupError, match="prefect work-pool delete somemodel-wrong"):
+        asyncio.run(ensure_work_pool("somemodel-wrong"))

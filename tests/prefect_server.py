@@ -1,0 +1,285 @@
+"""A real Prefect server for tests: `prefect server start` on a free loopback port.
+
+Each server gets its own PREFECT_HOME (so its own SQLite database and
+profiles), analytics off (no internet here) and no UI. A fresh database takes
+20-30 s or more to migrate on a 2-core machine, so start-up waits up to 180 s.
+Commands the test runs against it (`prefect deploy`, `prefect worker start`...)
+get `env()`: the same home and the server's API URL, and nothing of the
+developer's own Prefect or SOMEMODEL_* settings.
+
+Every process is started in its own session and stopped by process group, so
+nothing it spawned (uvicorn workers, flow-run subprocesses) outlives the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tests.services import ServiceStartError, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+PREFECT_BIN = VENV_BIN / "prefect"
+STARTUP_TIMEOUT_SECONDS = 180.0
+STOP_TIMEOUT_SECONDS = 20.0
+
+
+def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """os.environ without PREFECT_* / SOMEMODEL_* variables, plus `extra`."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PREFECT_", "SOMEMODEL_"))
+    }
+    env.update(extra or {})
+    return env
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 on (the command name, field 2, may hold spaces)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every descendant of `pid`, from /proc (CI and dev are Linux)."""
+    tree: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").iterdir():
+        fields = _stat_fields(entry.name) if entry.name.isdigit() else None
+        if fields:
+            tree.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
+    found, todo = [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child[0])
+    return found
+
+
+def _kill_if_same(pid: int, started: str) -> None:
+    """SIGKILL `pid` and its group, unless the pid now names another process."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[19] != started:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+
+
+def stop_process_group(
+    process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_SECONDS
+) -> None:
+    """SIGTERM the process's group (it leads its own session), then SIGKILL what is left.
+
+    Prefect starts each flow-run process in a process group of its own, so the
+    leader's descendants are collected first and swept by pid as well.
+    """
+    spawned = descendants(process.pid)
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    for pid, started in spawned:
+        _kill_if_same(pid, started)
+    if process.poll() is None:
+        process.wait()
+
+
+def _default_sigint() -> None:
+    # A shell starts background jobs (a CI step, `make test &`) with SIGINT
+    # ignored, and that is inherited; Prefect's worker stops on SIGTERM by
+    # sending itself SIGINT, which it would then never see.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class BackgroundProcess:
+    """A long-running command in its own session, its output in a log file."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path) -> None:
+        self.argv = list(argv)
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.argv,
+                env=dict(env),
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_default_sigint,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return "(no output)"
+
+    def stop(self) -> None:
+        stop_process_group(self.process)
+
+
+class PrefectServer:
+    """One `prefect server start` with its own PREFECT_HOME on 127.0.0.1:`port`."""
+
+    def __init__(self, home: Path, port: int | None = None) -> None:
+        self.home = home
+        self.port = port or free_port()
+        self._server: BackgroundProcess | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment for a process that talks to this server."""
+        return clean_environment(
+            {
+                "PREFECT_HOME": str(self.home),
+                "PREFECT_API_URL": self.api_url,
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_UI_ENABLED": "false",
+                "PREFECT_LOGGING_COLORS": "false",
+                # Keep CLI output plain for the assertions and the logs.
+                "PREFECT_CLI_COLORS": "false",
+                "PREFECT_CLI_WRAP_LINES": "false",
+                "NO_COLOR": "1",
+                "COLUMNS": "200",
+                **(extra or {}),
+            }
+        )
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = self.env()
+        # The server must not try to reach itself through a client URL.
+        del env["PREFECT_API_URL"]
+        self._server = BackgroundProcess(
+            [
+                str(PREFECT_BIN),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            log=self.home / "server.log",
+            cwd=self.home,
+        )
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        assert self._server is not None
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if not self._server.running:
+                raise ServiceStartError(
+                    f"prefect server exited during start-up:\n{self._server.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as answer:
+                    if json.loads(answer.read()) is True:
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        log = self._server.log_tail()
+        self.stop()
+        raise ServiceStartError(
+            f"prefect server did not answer {self.api_url}/health within "
+            f"{STARTUP_TIMEOUT_SECONDS:.0f} s:\n{log}"
+        )
+
+    def log_tail(self) -> str:
+        return self._server.log_tail() if self._server else "(not started)"
+
+    def run_cli(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path = REPO_ROOT,
+        extra_env: Mapping[str, str] | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `prefect <args>` against this server; output captured, never raises on exit code."""
+        return subprocess.run(
+            [str(PREFECT_BIN), *args],
+            cwd=cwd,
+            env=self.env(extra_env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def start_background(
+        self,
+        argv: Sequence[str],
+        *,
+        log: Path,
+        cwd: Path = REPO_ROOT,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> BackgroundProcess:
+        """Start a long-running command (a worker, `serve`) against this server; caller stops it."""
+        return BackgroundProcess(argv, env=self.env(extra_env), log=log, cwd=cwd)
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[SyncPrefectClient]:
+        """A Prefect client for this server, whatever API the test process points at."""
+        with (
+            temporary_settings(updates={PREFECT_API_URL: self.api_url}),
+            get_client(sync_client=True) as client,
+        ):
+            yield client
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
+
+@contextlib.contextmanager
+def running_prefect_server(home: Path) -> Iterator[PrefectServer]:
+    server = PrefectServer(home)
+    try:
+        server.start()
+    except ServiceStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real Prefect server (SQLite, temporary PREFECT_HOME) for the whole session."""
+    with running_prefect_server(tmp_path_factory.mktemp("prefect-home")) as server:
+        yield server
