@@ -259,7 +259,12 @@ class BlobDatastore:
 
     @contextmanager
     def _translate(self, path: str) -> Iterator[None]:
-        """Turn the SDK's exceptions into DatastoreErrors built only from safe parts."""
+        """Turn the SDK's exceptions into DatastoreErrors built only from safe parts.
+
+        `from None` on purpose: the SDK's own messages echo request URLs (a SAS
+        token's signature among them), and Prefect logs the whole chain.
+        """
+        on = f" on {path!r}" if path else ""
         try:
             yield
         except DatastoreError:
@@ -275,31 +280,30 @@ class BlobDatastore:
                 f"{path!r} does not exist in the {self.describe()}"
             ) from None
         except ClientAuthenticationError as exc:
-            self._raise_auth_error(path, exc)
+            self._raise_auth_error(on, exc)
         except HttpResponseError as exc:
             if exc.status_code in (401, 403):
-                self._raise_auth_error(path, exc)
+                self._raise_auth_error(on, exc)
             raise DatastoreError(
-                f"the {self.describe()} answered {exc.status_code} ({_code(exc) or 'no code'}) "
-                f"for {path!r}: {self._redact(exc.reason or '')}"
+                f"the {self.describe()} answered {exc.status_code} ({_code(exc) or 'no code'})"
+                f"{on}: {self._redact(exc.reason or '')}"
             ) from None
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise DatastoreError(
-                f"could not reach the {self.describe()} at {self._base_url} for {path!r} "
-                f"(retried with back-off): {self._redact(type(exc).__name__)}; check that the "
-                "storage endpoint is up and reachable from this machine"
+                f"could not reach the {self.describe()} at {self._base_url}{on}, even after "
+                "retries with back-off; check that the storage endpoint is up and reachable "
+                f"from this machine ({type(exc).__name__}: {self._redact(str(exc))[:300]})"
             ) from None
         except AzureError as exc:
             raise DatastoreError(
-                f"{type(exc).__name__} on {path!r} in the {self.describe()}: "
-                f"{self._redact(str(exc))[:500]}"
+                f"{type(exc).__name__}{on} in the {self.describe()}: {self._redact(str(exc))[:500]}"
             ) from None
 
-    def _raise_auth_error(self, path: str, exc: AzureError) -> NoReturn:
+    def _raise_auth_error(self, on: str, exc: AzureError) -> NoReturn:
         code = _code(exc) if isinstance(exc, HttpResponseError) else type(exc).__name__
         raise DatastoreError(
-            f"not authorised to use the {self.describe()} ({code or 'authentication failed'}) "
-            f"while accessing {path!r}: check {self.credential_hint}"
+            f"not authorised to use the {self.describe()}{on} "
+            f"({code or 'authentication failed'}): check {self.credential_hint}"
         ) from None
 
     def _redact(self, text: str) -> str:

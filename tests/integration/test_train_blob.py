@@ -15,12 +15,13 @@ from azure.storage.blob import ContainerClient
 
 from deployments.blob import main as blob_setup
 from flows.datastore import DatastoreError, DatastoreNotFoundError
+from flows.datastore.base import sha256_of_file
 from flows.datastore.blob import BlobDatastore
 from flows.registry import ModelRef, promote
 from flows.settings import Settings
 from flows.summary import TrainSummary
 from flows.train import SAMPLE_PATH, main, seed_sample, train
-from tests.conftest import TEST_CACHE_DIR
+from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR
 from tests.services import ACCOUNT_KEY, WRONG_KEY, Azurite
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -195,3 +196,14 @@ def test_saved_block_is_enough_to_find_the_container(
     monkeypatch.setenv("SOMEMODEL_BLOB_CREDENTIALS_BLOCK", "never-saved")
     with pytest.raises(DatastoreError, match="--save-block never-saved"):
         BlobDatastore.from_settings(Settings())
+
+
+def test_cli_uploads_once_and_refuses_to_overwrite(
+    store: BlobDatastore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--upload", str(SAMPLE_CSV), "raw/cli/iris.csv"]
+    assert blob_setup(args) == 0
+    assert store.fingerprint("raw/cli/iris.csv") == f"sha256:{sha256_of_file(SAMPLE_CSV)}"
+    assert blob_setup(args) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert blob_setup(["--upload", str(SAMPLE_CSV), "../escape.csv"]) == 1
