@@ -197,3 +197,33 @@ def test_crash_mid_scoring_leaves_no_outputs(
     with pytest.raises(ScoreError, match=r"b_bad\.csv"):
         score_files(load_trained_model(trained_dir), root, out, chunk_size=10)
     assert list(out.iterdir()) == []
+
+
+def test_bad_value_in_a_later_read_block_names_its_row(
+    tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame
+) -> None:
+    # Beyond the first Arrow read block (64 KiB at chunk size 10), so the fast path
+    # fails mid-file and pandas has to find and name the row.
+    big = pd.concat([iris_df] * 40, ignore_index=True).drop(columns="target")
+    big = big.astype({"sepal_width": object})
+    big.loc[5000, "sepal_width"] = "n/a?"
+    csv = tmp_path / "big.csv"
+    big.to_csv(csv, index=False)
+    with pytest.raises(ScoreError, match=r"big\.csv: column 'sepal_width' .* rows \[5001\]"):
+        score_files(load_trained_model(trained_dir), csv, tmp_path / "pred", chunk_size=10)
+
+
+def test_boolean_feature_column_is_refused(tmp_path: Path, trained_dir: Path) -> None:
+    csv = tmp_path / "bools.csv"
+    csv.write_text(",".join(FEATURES) + "\n1,2,3,True\n1,2,3,False\n")
+    with pytest.raises(ScoreError, match=r"bools\.csv: cannot parse CSV.*'True'"):
+        score_files(load_trained_model(trained_dir), csv, tmp_path / "pred")
+
+
+def test_quoted_id_with_newline_stays_one_row(tmp_path: Path, trained_dir: Path) -> None:
+    csv = tmp_path / "ids.csv"
+    csv.write_text("id," + ",".join(FEATURES) + '\n"a\nb",5,3,1.4,0.2\nc,6,3,5,2\n')
+    (summary,) = score_files(load_trained_model(trained_dir), csv, tmp_path / "pred")
+    assert summary.rows == 2
+    predictions = pd.read_csv(tmp_path / "pred" / "predictions.csv")
+    assert predictions["row_id"].tolist() == ["a\nb", "c"]

@@ -1,0 +1,280 @@
+"""Benchmark the score step against plain `pandas.read_csv` + `predict_proba`.
+
+    .venv/bin/python bench/score_bench.py [--rows 2000000] [--chunk-size 100000] [--repeat 3]
+
+Generates an iris-like CSV (id + 4 features) in a temp folder, trains a
+SomeModel on iris, then measures in the same run, each in a fresh subprocess:
+
+- plain: `pandas.read_csv` of the whole file, then `model.predict_proba` on it
+  (no output written);
+- step:  the score step's CLI (`run_score.main`): chunked read, sha256 check,
+  predict, and predictions.csv + manifest.json written.
+
+Each child reports its wall time and its own peak RSS (`ru_maxrss`), plus its
+RSS once the libraries and the model are loaded, so the table shows the memory
+each way of scoring needs on top of the interpreter. The best of `--repeat`
+runs is kept: the machine is shared, and the minimum is the least disturbed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STEP_DIR = REPO_ROOT / "aml_steps" / "score"
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+MIB = 1024 * 1024
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- setup (parent) ----------------------------------------------------------------------
+
+
+def generate_csv(path: Path, rows: int, seed: int = 0) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pa_csv
+    from sklearn.datasets import load_iris
+
+    rng = np.random.default_rng(seed)
+    iris = load_iris().data
+    block = 500_000
+    with pa_csv.CSVWriter(
+        str(path),
+        pa.schema([("id", pa.string()), *((name, pa.float64()) for name in FEATURES)]),
+    ) as writer:
+        for start in range(0, rows, block):
+            n = min(block, rows - start)
+            values = iris[rng.integers(0, len(iris), n)] + rng.normal(0, 0.1, (n, 4))
+            values = np.round(np.clip(values, 0.1, None), 1)
+            ids = pc.binary_join_element_wise(
+                "row-", pc.cast(pa.array(np.arange(start, start + n)), pa.string()), ""
+            )
+            writer.write_table(
+                pa.table([ids, *(values[:, i] for i in range(4))], names=["id", *FEATURES])
+            )
+
+
+def train_model(model_dir: Path) -> None:
+    """A model folder shaped like the train step's output: model.skops + metadata.json."""
+    import hashlib
+
+    import pandas as pd
+    from sklearn.datasets import load_iris
+
+    from somemodel import MODEL_FILENAME, SomeModel, save_model
+
+    data = load_iris(as_frame=True)
+    x = pd.DataFrame(data.data.to_numpy(), columns=FEATURES)
+    y = data.target.map(dict(enumerate(data.target_names)))
+    model = SomeModel(random_state=0).fit(x, y)
+    model_dir.mkdir(parents=True)
+    save_model(model, model_dir / MODEL_FILENAME)
+    sha256 = hashlib.sha256((model_dir / MODEL_FILENAME).read_bytes()).hexdigest()
+    metadata = {
+        "run_id": "bench-train",
+        "model_file": MODEL_FILENAME,
+        "model_sha256": sha256,
+        "feature_names": FEATURES,
+        "classes": [str(c) for c in model.classes_],
+        "created_at": "2026-01-01T00:00:00+00:00",
+    }
+    (model_dir / "metadata.json").write_text(json.dumps(metadata))
+
+
+# --- measurements (child) ----------------------------------------------------------------
+
+
+def _warm_up(model_dir: Path) -> None:
+    """Load the model and predict 3 rows, so lazy imports (narwhals...) land in the baseline."""
+    import pandas as pd
+
+    from somemodel import load_model
+
+    model = load_model(model_dir / "model.skops")
+    model.predict_proba(pd.DataFrame([[5.0, 3.0, 4.0, 1.0]] * 3, columns=FEATURES))
+
+
+def measure_plain(csv: Path, model_dir: Path) -> dict[str, float]:
+    import pandas as pd
+
+    from somemodel import load_model
+
+    _warm_up(model_dir)
+    baseline = _rss_mib()
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    model = load_model(model_dir / "model.skops")
+    df = pd.read_csv(csv)
+    proba = model.predict_proba(df[FEATURES])
+    elapsed = time.perf_counter() - started
+    return {
+        "seconds": elapsed,
+        "cpu_seconds": _cpu_seconds() - cpu,
+        "rows": float(len(proba)),
+        "baseline_mib": baseline,
+        "peak_mib": _rss_mib(),
+        "frame_mib": df.memory_usage(deep=True).sum() / MIB,
+    }
+
+
+def measure_step(csv: Path, model_dir: Path, out: Path, chunk_size: int) -> dict[str, float]:
+    sys.path.insert(0, str(STEP_DIR))
+    import logging
+
+    import run_score
+
+    _warm_up(model_dir)
+    baseline = _rss_mib()
+    logging.disable(logging.INFO)
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    argv = ["--model", str(model_dir), "--input-data", str(csv), "--predictions", str(out)]
+    argv += ["--run-id", "bench-score", "--chunk-size", str(chunk_size)]
+    code = run_score.main(argv)
+    elapsed = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu
+    if code != 0:
+        raise SystemExit(f"run_score.main exited with {code}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "rows": float(manifest["output_rows"]),
+        "baseline_mib": baseline,
+        "peak_mib": _rss_mib(),
+    }
+
+
+def child(args: argparse.Namespace) -> int:
+    if args.measure == "plain":
+        result = measure_plain(args.csv, args.model_dir)
+    else:
+        result = measure_step(args.csv, args.model_dir, args.out, args.chunk_size)
+    print(json.dumps(result))
+    return 0
+
+
+# --- driver (parent) ---------------------------------------------------------------------
+
+
+def run_child(kind: str, csv: Path, model_dir: Path, out: Path, chunk_size: int) -> dict:
+    argv = [sys.executable, __file__, "--measure", kind, "--csv", str(csv)]
+    argv += ["--model-dir", str(model_dir), "--out", str(out), "--chunk-size", str(chunk_size)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} measurement failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def machine() -> str:
+    with open("/proc/meminfo") as handle:
+        total_kib = int(handle.readline().split()[1])
+    import os
+
+    return (
+        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
+        f"{total_kib / MIB:.1f} GiB RAM, Python {platform.python_version()}, "
+        f"{platform.machine()} {platform.system()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--chunk-size", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--measure", choices=["plain", "step"], help=argparse.SUPPRESS)
+    parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        return child(args)
+
+    import pandas as pd
+    import pyarrow
+    import sklearn
+
+    with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
+        root = Path(tmp)
+        csv, model_dir = root / "input.csv", root / "model"
+        started = time.perf_counter()
+        generate_csv(csv, args.rows)
+        train_model(model_dir)
+        print(
+            f"generated {args.rows:,} rows ({csv.stat().st_size / MIB:.0f} MiB on disk) "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        best: dict[str, dict] = {}
+        for attempt in range(args.repeat):
+            # Alternate the order so neither side always runs on a warmer page cache.
+            kinds = ("plain", "step") if attempt % 2 == 0 else ("step", "plain")
+            for kind in kinds:
+                result = run_child(kind, csv, model_dir, root / f"out-{attempt}", args.chunk_size)
+                print(
+                    f"  {kind:5s} run {attempt + 1}: {result['seconds']:.2f} s wall, "
+                    f"{result['cpu_seconds']:.2f} s CPU"
+                )
+                if kind not in best or result["seconds"] < best[kind]["seconds"]:
+                    best[kind] = result
+                best[kind]["peak_mib"] = max(best[kind]["peak_mib"], result["peak_mib"])
+
+    plain, step = best["plain"], best["step"]
+    if plain["rows"] != step["rows"]:
+        raise SystemExit(f"row counts differ: plain {plain['rows']}, step {step['rows']}")
+    frame = plain["frame_mib"]
+    print()
+    print(f"machine: {machine()}")
+    print(
+        f"pandas {pd.__version__}, pyarrow {pyarrow.__version__}, scikit-learn "
+        f"{sklearn.__version__}; {args.rows:,} rows, chunk size {args.chunk_size:,}; "
+        f"best of {args.repeat}; DataFrame of the whole CSV: {frame:.0f} MiB"
+    )
+    print()
+    print(
+        "| path | wall s | rows/s (wall) | throughput vs plain | CPU s | "
+        "peak RSS MiB | above baseline MiB |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, r in (("plain read_csv + predict_proba", plain), ("score step (run_score)", step)):
+        rate = r["rows"] / r["seconds"]
+        above = r["peak_mib"] - r["baseline_mib"]
+        ratio = (plain["seconds"] / r["seconds"]) if r is step else 1.0
+        print(
+            f"| {name} | {r['seconds']:.2f} | {rate:,.0f} | {ratio:.0%} | "
+            f"{r['cpu_seconds']:.2f} | {r['peak_mib']:.0f} | {above:.0f} |"
+        )
+    step_above = step["peak_mib"] - step["baseline_mib"]
+    throughput = plain["seconds"] / step["seconds"]
+    with open("/proc/loadavg") as handle:
+        load = handle.read().split()[:3]
+    print()
+    print(f"load average during the run: {' '.join(load)} (1/5/15 min)")
+    print(
+        f"step throughput {throughput:.0%} of plain (target >= 70%): "
+        f"{'met' if throughput >= 0.7 else 'MISSED'}; step memory above baseline "
+        f"{step_above:.0f} MiB vs the {frame:.0f} MiB DataFrame (target: well under): "
+        f"{'met' if step_above < frame / 2 else 'MISSED'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
