@@ -149,14 +149,26 @@ def make_credential(settings: Settings) -> TokenCredential:
     return DefaultAzureCredential(exclude_interactive_browser_credential=True)
 
 
-def make_ml_client(settings: Settings) -> MLClient:
-    """The workspace client. The tests replace this function, and only this one."""
+def make_ml_client(
+    settings: Settings,
+    credential: TokenCredential | None = None,
+    **client_options: Any,
+) -> MLClient:
+    """The workspace client. The behaviour tests replace this function, and only this one.
+
+    The flows pass `settings` alone. `credential` replaces the one from
+    settings, and `client_options` go to `MLClient` as they are (`cloud` and
+    `cloud_metadata` for a cloud the SDK does not know, `connection_verify`
+    for a CA bundle): the HTTP tests (tests/integration/test_aml_http.py)
+    point the real client at a fake workspace with them.
+    """
     return MLClient(
-        credential=make_credential(settings),
+        credential=credential or make_credential(settings),
         subscription_id=settings.aml_subscription_id,
         resource_group_name=settings.aml_resource_group,
         workspace_name=settings.aml_workspace,
         user_agent="somemodel-pipelines",
+        **client_options,
     )
 
 
