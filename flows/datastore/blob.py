@@ -7,8 +7,9 @@ by name. The block's own `get_*_client` methods return asyncio clients; the
 datastore seam is synchronous and called from worker threads, so the same
 fields build the synchronous `ContainerClient` here.
 
-Transient faults (connection errors, 408, 429, 5xx) are retried with
-exponential back-off by the storage SDK's retry policy (configured below);
+Transient faults (connection errors, timeouts, 408, 5xx: Blob Storage throttles
+with 503 ServerBusy) are retried with exponential back-off by the storage SDK's
+retry policy (configured in `__init__`: about 4, 6, 10, 18, 34 s);
 other 4xx answers are permanent and are translated at once into
 `DatastoreError`s whose messages name the container, the account and the
 setting to check, and never carry a key, a SAS token or a connection string.
