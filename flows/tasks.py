@@ -1,13 +1,15 @@
 """The train flow's tasks: each a few lines over a backend call.
 
 Tasks take backends as arguments, which Prefect cannot hash, so they do not use
-Prefect's input cache; step reuse is the backends' business (job names and
-completion markers), where it can see the data.
+Prefect's input cache; step reuse is keyed on the data instead (flows/reuse.py),
+and a resumed run re-attaches to its finished steps (completion markers, AML
+job names).
 
-No task retries here: transient storage and AML faults (429, 5xx, dropped
-connections) are retried with back-off by azure-core's retry policy inside the
-backends, and everything else (a missing input, a failed step, a model that
-does not verify) fails the same way on every attempt.
+No task retries here: transient faults are retried with back-off inside the
+backends, where the call is known (Blob Storage: the storage SDK's policy for
+dropped connections, timeouts, 408 and 5xx, including the 503 it throttles
+with; Azure ML: 408, 429 and 5xx), and everything else (a missing input, a
+failed step, a model that does not verify) fails the same way on every attempt.
 """
 
 from __future__ import annotations
