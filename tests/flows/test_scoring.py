@@ -94,7 +94,5 @@ def test_input_folder_counts_only_csvs(store: LocalDatastore) -> None:
     source, files = check_score_input(store, "raw/w")
     assert (source.name, source.kind, files) == ("input_data", "uri_folder", ["raw/w/b.CSV"])
     _put(store, "raw/none/a.txt", "x\n")
-    with pytest.raises(
-        ScoreInputError, match=r"no CSV files \(found 'raw/none/a.txt'\)"
-    ):
+    with pytest.raises(ScoreInputError, match=r"no CSV files \(found 'raw/none/a.txt'\)"):
         check_score_input(store, "raw/none")
