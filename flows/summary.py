@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from flows.compute.base import EnvironmentRef, StepResult
 from flows.registry import ModelRef
@@ -51,3 +52,40 @@ def _flatten(metrics: dict[str, object], prefix: str = "") -> list[tuple[str, st
         else:
             rows.append((key, str(value)))
     return rows
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    step: str
+    job_name: str
+    yaml_path: Path
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What a dry run wrote: where, the environment and the jobs, in submission order."""
+
+    run_id: str
+    input_path: str
+    folder: Path
+    environment: str
+    environment_yaml: Path
+    jobs: tuple[PlannedJob, ...]
+
+    def files(self) -> list[Path]:
+        return [self.environment_yaml, *(job.yaml_path for job in self.jobs)]
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# Plan for training run `{self.run_id}` (dry run: nothing submitted)",
+            "",
+            f"- input: `{self.input_path}`",
+            f"- folder: `{self.folder}`",
+            f"- environment `{self.environment}`: `{self.environment_yaml.name}`"
+            " (created only if that version does not exist)",
+            "",
+            "| step | job name | definition |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {j.step} | `{j.job_name}` | `{j.yaml_path.name}` |" for j in self.jobs]
+        return "\n".join(lines)

@@ -15,7 +15,6 @@ failed step, a model that does not verify) fails the same way on every attempt.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -34,10 +33,8 @@ from flows.datastore.transfer import resolve_input
 from flows.registry import ModelRef, promote, verify_model
 from flows.reuse import find_reusable, record, step_key
 from flows.settings import Settings
+from flows.summary import TrainPlan
 from flows.wheel import SOMEMODEL_SOURCE, build_wheel
-
-if TYPE_CHECKING:
-    from flows.compute.aml_plan import TrainPlan
 
 
 @task(cache_policy=NO_CACHE)

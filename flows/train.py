@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -20,7 +19,7 @@ from flows.datastore import Datastore, make_datastore
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
 from flows.settings import REPO_ROOT, Settings
-from flows.summary import TrainSummary
+from flows.summary import TrainPlan, TrainSummary
 from flows.tasks import (
     build_environment,
     check_input,
@@ -31,9 +30,6 @@ from flows.tasks import (
     verify_model_blob,
     write_plan,
 )
-
-if TYPE_CHECKING:
-    from flows.compute.aml_plan import TrainPlan
 
 SAMPLE_FILE = REPO_ROOT / "data" / "sample" / "iris.csv"
 SAMPLE_PATH = "samples/iris.csv"
