@@ -45,12 +45,13 @@ LOG_FILE = "user_logs/std_log.txt"
 # Headers this server writes itself when it relays Azurite's answer.
 _HOP_HEADERS = frozenset({"connection", "transfer-encoding", "content-length", "date", "server"})
 
-# (status, seconds in it): the stream reads its first status at once and the
-# next one 2 s later (the SDK's minimum poll), so it sees the job in progress,
-# then finished, and prints the log once.
+# (status, seconds in it): the stream reads its first status right after the
+# submission and the next one 2 s later (the SDK's minimum poll), so it sees
+# the job in progress, then finished, and prints the log once. The 3 s leave
+# room for a loaded machine between the submission and that first read.
 DEFAULT_SCHEDULE: tuple[tuple[str, float], ...] = (
-    ("Queued", 0.5),
-    ("Running", 1.0),
+    ("Queued", 1.0),
+    ("Running", 2.0),
     ("Completed", 0.0),
 )
 
@@ -136,6 +137,9 @@ class FakeWorkspace:
     schedule: tuple[tuple[str, float], ...] = DEFAULT_SCHEDULE
     # The error the run history reports for jobs created while it is set (with a Failed schedule).
     failure: dict[str, str] | None = None
+    # When set, the run history answers every read with this status (a 403 for
+    # an identity that may not read runs): `jobs.stream` fails at once.
+    run_history_error: int | None = None
     base_url: str = ""
     requests: list[Recorded] = field(default_factory=list)
     unhandled: list[Recorded] = field(default_factory=list)
@@ -349,7 +353,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _forward_to_azurite(self, raw: bytes) -> None:
-        """Storage over TLS to Azurite over http, the Host kept so it reads the URL host-style."""
+        """Storage over TLS to Azurite over http, the Host kept so it reads the URL host-style.
+
+        Bodies are relayed by Content-Length, which the SDK's blob uploads
+        always send; a chunked body would arrive empty.
+        """
         ws = self.server.state
         connection = http.client.HTTPConnection("127.0.0.1", ws.azurite_port, timeout=60)
         try:
@@ -376,6 +384,8 @@ def _route(
     history = re.fullmatch(
         rf"/history/v1\.0{re.escape(ws.workspace_path)}/runs/([^/]+)/details", path
     )
+    if history and method == "GET" and ws.run_history_error:
+        return ws.run_history_error, {"error": {"code": "Forbidden", "message": "run history"}}
     if history and method == "GET":
         name = history.group(1)
         return (200, ws.run_details(name)) if name in ws.jobs else _missing(path)

@@ -336,3 +336,25 @@ def test_failed_job_raises_with_the_error_from_the_run_history(
     assert f"Azure ML job {spec.job_name} ended Failed" in message
     assert "UserError: column 'species' not found" in message
     assert "Studio: https://ml.fake/runs/" in message
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="flows/compute/aml.py polls with no delay once the log stream has ended early: "
+    "`clock.sleep(delay, stream.done)` returns at once while `stream.done` stays set",
+)
+def test_polling_keeps_its_back_off_when_the_log_stream_fails(
+    server: FakeWorkspaceServer, workspace: FakeWorkspace, environment: EnvironmentRef
+) -> None:
+    workspace.schedule = (("Running", 3.0), ("Completed", 0.0))
+    workspace.run_history_error = 403
+    spec = data_prep_step("train-2026-11-26-http0004", SAMPLE_PATH, "uri_file", "species")
+    compute = make_compute(server)
+    compute.schedule = PollSchedule(initial=1.0, factor=1.0, maximum=1.0)
+    try:
+        assert compute.run_step(spec, environment).status == "Completed"
+    finally:
+        workspace.schedule, workspace.run_history_error = DEFAULT_SCHEDULE, None
+    polls = [r for r in workspace.requests if r.method == "GET" and r.path.endswith(spec.job_name)]
+    # About 3 s of running at one read a second, plus the reads around submission.
+    assert len(polls) <= 8, f"{len(polls)} status reads in about 3 s"
