@@ -440,6 +440,7 @@ class AmlCompute:
         running_since: float | None = None
         delays = self.schedule.delays()
         last = None
+        stream_ended_seen = False
         while status not in TERMINAL_STATES:
             now = self.clock.now()
             if status in QUEUED_STATES:
@@ -462,7 +463,13 @@ class AmlCompute:
             if status != last:
                 self.log.info("Azure ML job %s: %s", name, status)
                 last = status
-            self.clock.sleep(next(delays), stream.done)
+            # The end of the log stream usually means the job ended: poll at once,
+            # once. A stream that ended early (403 on run history, say) must not
+            # turn the back-off into a busy loop, so after that, plain delays.
+            if stream.done.is_set() and not stream_ended_seen:
+                stream_ended_seen = True
+            else:
+                self.clock.sleep(next(delays), None if stream_ended_seen else stream.done)
             status = job_status(self._call(f"get job {name}", lambda: self.client.jobs.get(name)))
         return status
 

@@ -338,11 +338,6 @@ def test_failed_job_raises_with_the_error_from_the_run_history(
     assert "Studio: https://ml.fake/runs/" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flows/compute/aml.py polls with no delay once the log stream has ended early: "
-    "`clock.sleep(delay, stream.done)` returns at once while `stream.done` stays set",
-)
 def test_polling_keeps_its_back_off_when_the_log_stream_fails(
     server: FakeWorkspaceServer, workspace: FakeWorkspace, environment: EnvironmentRef
 ) -> None:
