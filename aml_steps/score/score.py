@@ -297,6 +297,14 @@ def _output_schema(classes: np.ndarray) -> pa.Schema:
     return pa.schema(fields)
 
 
+def csv_header(classes: list[str] | np.ndarray) -> bytes:
+    """The header line ``score_files`` writes for a model with these classes, as bytes."""
+    sink = pa.BufferOutputStream()
+    with pa_csv.CSVWriter(sink, _output_schema(np.asarray(classes))):
+        pass
+    return bytes(sink.getvalue().to_pybytes())
+
+
 def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     arrays = [
         pa.array(frame["row_id"]).cast(pa.large_string()),
@@ -313,15 +321,20 @@ def score_files(
     *,
     id_column: str = "id",
     chunk_size: int = 100_000,
+    base: Path | None = None,
 ) -> list[InputSummary]:
     """Score every CSV under ``input_path`` into ``out_dir/predictions.csv`` (atomically).
 
     Removes any old ``manifest.json`` first: the caller writes a new one last.
+    File names (in row ids and summaries) are relative to ``base``, by default
+    ``input_path`` (a folder) or its parent (a file); the parallel entry script
+    scores one file of a folder at a time and passes the folder.
     """
     if chunk_size < 1:
         raise ScoreError(f"chunk size must be at least 1, got {chunk_size}")
     files = list_csv_files(input_path)
-    base = input_path if input_path.is_dir() else input_path.parent
+    if base is None:
+        base = input_path if input_path.is_dir() else input_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_FILENAME).unlink(missing_ok=True)
     target = out_dir / PREDICTIONS_FILENAME
