@@ -109,12 +109,18 @@ def score_frame(
     x = _checked_features(df, feature_names, row_offset, source)
 
     if id_column in df.columns:
-        row_id = df[id_column].astype(str).reset_index(drop=True)
+        # pandas 3's string dtype keeps a missing id missing; the output says "".
+        row_id = df[id_column].astype(str).fillna("").reset_index(drop=True)
     else:
         # Built by Arrow in C++: a Python f-string per row costs more than the model.
         numbers = pc.cast(pa.array(np.arange(row_offset, row_offset + len(df))), pa.string())
         row_id = pc.binary_join_element_wise(f"{source}:", numbers, "").to_pandas()
-    proba = model.predict_proba(pd.DataFrame(x, columns=feature_names))
+    # scikit-learn refuses zero rows; an empty chunk has empty probabilities.
+    proba = (
+        model.predict_proba(pd.DataFrame(x, columns=feature_names))
+        if len(x)
+        else np.empty((0, len(model.classes_)))
+    )
     out: dict[str, Any] = {
         "row_id": row_id,
         # Codes into classes_ instead of an object array of labels: same values, no copy.
@@ -217,6 +223,9 @@ def _columns(path: Path, feature_names: list[str], id_column: str, source: str) 
     except pd.errors.EmptyDataError:
         logger.warning("%s is empty (no header): 0 rows", path)
         return None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        message = str(exc).strip().replace("\n", " ")[:300]
+        raise ScoreError(f"{source}: cannot read the CSV header: {message}") from exc
     missing = [name for name in feature_names if name not in header]
     if missing:
         raise ScoreError(f"{source}: missing feature columns {missing}")

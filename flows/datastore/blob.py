@@ -9,7 +9,9 @@ fields build the synchronous `ContainerClient` here.
 
 Transient faults (connection errors, timeouts, 408, 5xx: Blob Storage throttles
 with 503 ServerBusy) are retried with exponential back-off by the storage SDK's
-retry policy (configured in `__init__`: about 4, 6, 10, 18, 34 s);
+retry policy (configured in `__init__`: about 4, 6, 10, 18, 34 s). That policy
+does not retry 429, which a proxy or gateway in front of the account may send,
+so each operation retries it here too, with the same count and back-off;
 other 4xx answers are permanent and are translated at once into
 `DatastoreError`s whose messages name the container, the account and the
 setting to check, and never carry a key, a SAS token or a connection string.
@@ -17,14 +19,15 @@ setting to check, and never carry a key, a SAS token or a connection string.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any, NoReturn
+from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 from urllib.parse import quote, urlsplit
 
 from azure.core import MatchConditions
@@ -40,6 +43,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import ContainerClient, ContentSettings, ExponentialRetry
 from prefect_azure import AzureBlobStorageCredentials
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from flows.datastore.base import (
     CHUNK_SIZE,
@@ -66,6 +70,31 @@ _CLIENT_TUNING: dict[str, Any] = {
 }
 _SHA256_METADATA = "sha256"
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _ThrottledError(DatastoreError):
+    """429 Too Many Requests, after every retry."""
+
+
+def _retry_throttled(
+    method: Callable[Concatenate[BlobDatastore, _P], _R],
+) -> Callable[Concatenate[BlobDatastore, _P], _R]:
+    @functools.wraps(method)
+    def wrapper(self: BlobDatastore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        for attempt in Retrying(
+            retry=retry_if_exception_type(_ThrottledError),
+            stop=stop_after_attempt(self.retry_total + 1),
+            wait=wait_exponential(multiplier=self.initial_backoff, max=60),
+            reraise=True,
+        ):
+            with attempt:
+                return method(self, *args, **kwargs)
+        raise AssertionError("unreachable: Retrying re-raises")  # pragma: no cover
+
+    return wrapper
+
 
 class BlobDatastore:
     kind = "blob"
@@ -83,6 +112,8 @@ class BlobDatastore:
         """`credential_hint` says which setting holds the credentials, for error messages."""
         self.container = container
         self.credential_hint = credential_hint
+        self.retry_total = retry_total
+        self.initial_backoff = initial_backoff
         self.max_concurrency = max_concurrency
         self._secrets = _secrets_of(credentials)
         retry = ExponentialRetry(
@@ -110,6 +141,7 @@ class BlobDatastore:
     def uri(self, path: str) -> str:
         return f"{self._base_url}/{quote(_blob_name(path, self))}"
 
+    @_retry_throttled
     def exists(self, path: str) -> bool:
         name = _blob_name(path, self)
         with self._translate(path):
@@ -121,6 +153,7 @@ class BlobDatastore:
                 return False
         return True
 
+    @_retry_throttled
     def list_files(self, prefix: str) -> list[str]:
         folder = prefix.strip("/")
         if folder:
@@ -130,6 +163,7 @@ class BlobDatastore:
             names = [blob.name for blob in self._client.list_blobs(name_starts_with=start)]
         return sorted(n for n in names if not PurePosixPath(n).name.startswith("."))
 
+    @_retry_throttled
     def fingerprint(self, path: str) -> str:
         """`sha256:` as on the local datastore when this datastore uploaded the blob.
 
@@ -147,6 +181,7 @@ class BlobDatastore:
             return f"md5:{bytes(md5).hex()}"
         return f"etag:{properties.etag.strip(chr(34))}"
 
+    @_retry_throttled
     def download_file(self, path: str, dest: Path) -> None:
         name = _blob_name(path, self)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +198,7 @@ class BlobDatastore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    @_retry_throttled
     def upload_file(self, src: Path, path: str, *, overwrite: bool = False) -> None:
         name = _blob_name(path, self)
         if not overwrite and self.exists(path):
@@ -199,6 +235,7 @@ class BlobDatastore:
                 "does not match the local file's size and hashes"
             )
 
+    @_retry_throttled
     def read_versioned(self, path: str) -> Versioned | None:
         name = _blob_name(path, self)
         with self._translate(path):
@@ -212,6 +249,7 @@ class BlobDatastore:
         etag = downloader.properties.etag
         return Versioned(text=data.decode("utf-8"), etag=etag)
 
+    @_retry_throttled
     def write_conditional(self, path: str, text: str, *, etag: str | None) -> None:
         name = _blob_name(path, self)
         condition: dict[str, Any] = (
@@ -233,6 +271,7 @@ class BlobDatastore:
 
     # --- set-up ----------------------------------------------------------------------
 
+    @_retry_throttled
     def create_container(self) -> bool:
         """Create the container; False when it already existed (idempotent)."""
         with self._translate(""):
@@ -285,6 +324,11 @@ class BlobDatastore:
         except HttpResponseError as exc:
             if exc.status_code in (401, 403):
                 self._raise_auth_error(on, exc)
+            if exc.status_code == 429:
+                raise _ThrottledError(
+                    f"the {self.describe()} is throttling requests{on} (429), even after "
+                    f"{self.retry_total} retries with back-off; try again later"
+                ) from None
             raise DatastoreError(
                 f"the {self.describe()} answered {exc.status_code} ({_code(exc) or 'no code'})"
                 f"{on}: {self._redact(exc.reason or '')}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import tempfile
-import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,14 +55,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     return load_trained_model(folder)
 
 
-def _is_known_header_bug(exc: BaseException) -> bool:
-    """score.py reads the header (`nrows=0`) outside the try that turns parse errors
-    into ScoreError. Reported, not fixed here (score.py is another engineer's); the
-    strict xfail below fails as soon as it is fixed, to remove this tolerance."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return any(Path(f.filename).name == "score.py" and "nrows=0" in (f.line or "") for f in frames)
-
-
 def _count_rows(path: Path) -> int:
     with path.open(newline="", encoding="utf-8") as handle:
         return sum(1 for _ in csv.reader(handle)) - 1
@@ -94,11 +85,6 @@ def test_score_files_scores_or_fails_clearly(
             )
         except ScoreError as exc:
             refusal = str(exc)
-        except (UnicodeDecodeError, pd.errors.ParserError) as exc:
-            if not _is_known_header_bug(exc):
-                raise
-            event("known bug: unreadable header escapes as a pandas error")
-            return
         else:
             refusal = None
         if refusal is not None:
@@ -162,11 +148,6 @@ def test_score_frame_scores_or_fails_clearly(
     assert scored["row_id"].notna().all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(UnicodeDecodeError, pd.errors.ParserError),
-    reason="score.py bug: a header that cannot be decoded or parsed escapes as a pandas error",
-)
 @pytest.mark.parametrize(
     "data", [b"\xff\xfef1,f2\n1,1\n", b'f1,"f2\n1,2\n'], ids=["bytes", "quote"]
 )
@@ -178,12 +159,6 @@ def test_unreadable_header_is_a_score_error(
         score_files(trained, tmp_path / "week.csv", tmp_path / "out", id_column=ID)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="score.py bug: score_frame on zero rows raises scikit-learn's ValueError "
-    "(score_files skips empty chunks, so only direct callers hit it)",
-)
 def test_score_frame_on_zero_rows(trained: TrainedModel) -> None:
     empty = pd.DataFrame({"f1": [], "f2": []}, dtype=float)
     assert len(score_frame(trained.model, empty, FEATURES, ID, 0, "week.csv")) == 0

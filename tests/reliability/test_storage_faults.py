@@ -131,15 +131,7 @@ def flaky(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Callable[..., An
         0,  # connection reset
         500,
         503,
-        pytest.param(
-            429,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=DatastoreError,
-                reason="azure-storage-blob's retry policy does not retry 429 (Blob Storage "
-                "throttles with 503 ServerBusy), although flows/datastore/blob.py says it does",
-            ),
-        ),
+        429,
     ],
     ids=["reset", "500", "503", "429"],
 )
@@ -152,11 +144,14 @@ def test_transient_errors_are_retried_then_succeed(flaky, tmp_path: Path, status
     assert store.exists("raw/a.csv")
 
 
-def test_transient_errors_are_retried_a_bounded_number_of_times(flaky, tmp_path: Path) -> None:
-    store, transport = flaky("PUT", 503, failures=100)
+@pytest.mark.parametrize("status", [503, 429])
+def test_transient_errors_are_retried_a_bounded_number_of_times(
+    flaky, tmp_path: Path, status: int
+) -> None:
+    store, transport = flaky("PUT", status, failures=100)
     src = tmp_path / "a.csv"
     src.write_text("a,b\n1,2\n")
-    with pytest.raises(DatastoreError, match="503"):
+    with pytest.raises(DatastoreError, match=str(status)):
         store.upload_file(src, "raw/a.csv")
     assert transport.attempts == 4, "one try and retry_total=3 retries, no more"
 
