@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Annotated
+from dataclasses import replace
+from typing import Annotated, Protocol, runtime_checkable
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -19,13 +20,21 @@ from prefect.runtime import flow_run
 from pydantic import AfterValidator
 
 from flows.compute import make_compute
-from flows.compute.base import StepInput
+from flows.compute.base import Compute, EnvironmentRef, StepInput, StepResult
 from flows.datastore import make_datastore
 from flows.datastore.base import Datastore
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
-from flows.plan import PREDICTIONS_ROOT, score_step
+from flows.plan import (
+    PREDICTIONS_ROOT,
+    ParallelRun,
+    merge_step,
+    parallel_score_step,
+    score_step,
+    scoring_mode,
+)
 from flows.registry import MODEL_LATEST, ModelRef, check_model_selector, promote
 from flows.registry import resolve_model_run_id as _resolve_model_run_id
+from flows.reuse import find_reusable, record, step_key
 from flows.scoring import PredictionsRef, ScoreSummary, check_score_input, verify_predictions
 from flows.settings import REPO_ROOT, Settings
 from flows.tasks import build_environment, submit_step, upload_wheel, verify_model_blob
@@ -36,11 +45,18 @@ SAMPLE_PATH = "samples/iris_score.csv"
 ModelSelector = Annotated[str, AfterValidator(check_model_selector)]
 
 
+@runtime_checkable
+class ParallelCompute(Protocol):
+    """A backend that can run a step as a parallel job (AML)."""
+
+    def run_parallel_step(self, run: ParallelRun, environment: EnvironmentRef) -> StepResult: ...
+
+
 @task(cache_policy=NO_CACHE)
-def check_csv_input(datastore: Datastore, input_path: str) -> StepInput:
+def check_csv_input(datastore: Datastore, input_path: str) -> tuple[StepInput, int]:
     source, files = check_score_input(datastore, input_path)
     get_run_logger().info("Input %s: %s with %d CSV file(s)", input_path, source.kind, len(files))
-    return source
+    return source, len(files)
 
 
 @task(cache_policy=NO_CACHE)
@@ -48,6 +64,48 @@ def resolve_model(datastore: Datastore, model: str) -> str:
     run_id = _resolve_model_run_id(datastore, model)
     get_run_logger().info("Model %r is training run %s", model, run_id)
     return run_id
+
+
+@task(cache_policy=NO_CACHE)
+def submit_parallel_step(
+    compute: Compute,
+    datastore: Datastore,
+    run: ParallelRun,
+    environment: EnvironmentRef,
+    force_rerun: bool = False,
+) -> StepResult:
+    """`submit_step` for a parallel run: reused the same way, submitted as an AML parallel job.
+
+    A backend without parallel jobs (local) runs the same entry script as a
+    command line over the files one after another.
+    """
+    spec = run.spec
+    key = step_key(datastore, spec, environment)
+    earlier = None if force_rerun else find_reusable(datastore, spec, key)
+    if earlier is not None:
+        get_run_logger().info("Reusing step %s of run %s", spec.step, earlier.run_id)
+        return earlier
+    if isinstance(compute, ParallelCompute):
+        result = compute.run_parallel_step(run, environment)
+    else:
+        result = compute.run_step(spec, environment)
+    result = result if result.run_id else replace(result, run_id=spec.run_id)
+    record(datastore, spec, key, result)
+    return result
+
+
+def parallel_run(
+    settings: Settings, run_id: str, model_run_id: str, source: StepInput, id_column: str
+) -> ParallelRun:
+    return parallel_score_step(
+        run_id,
+        model_run_id,
+        source.path,
+        id_column,
+        instance_count=settings.aml_parallel_instance_count,
+        mini_batch_size=settings.aml_parallel_mini_batch_size,
+        max_concurrency_per_instance=settings.aml_parallel_processes_per_node,
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -92,17 +150,26 @@ def score(
     datastore = make_datastore(settings)
     compute = make_compute(settings, datastore, logger=get_run_logger())
 
-    source = check_csv_input(datastore, input_path)
+    source, csv_files = check_csv_input(datastore, input_path)
     model_run_id = resolve_model(datastore, model)
     verified = verify_model_blob(datastore, model_run_id)
     wheel = upload_wheel(datastore, settings)
     environment = build_environment(compute, settings, wheel)
     spec = score_step(run_id, verified.run_id, source.path, source.kind, id_column)
+    parallel = None
+    mode = scoring_mode(compute.kind, source.kind, csv_files, settings.aml_parallel_min_files)
+    if mode == "parallel":
+        # One part per CSV on many nodes, then a small job appends them into predictions.csv.
+        run = parallel_run(settings, run_id, verified.run_id, source, id_column)
+        parallel = submit_parallel_step(compute, datastore, run, environment, force_rerun)
+        spec = merge_step(run_id, parallel.outputs["parts"], csv_files)
     scored = submit_step(compute, datastore, spec, environment, force_rerun)
     predictions = verify_predictions_blob(datastore, scored.run_id, verified)
     promoted = promote_predictions(datastore, predictions)
 
-    summary = ScoreSummary(run_id, input_path, environment, scored, verified, predictions, promoted)
+    summary = ScoreSummary(
+        run_id, input_path, environment, scored, verified, predictions, promoted, parallel
+    )
     create_markdown_artifact(
         key="score-summary", markdown=summary.to_markdown(), description=f"Run {run_id}"
     )

@@ -205,6 +205,8 @@ class ScoreSummary:
     model: ModelRef
     predictions: PredictionsRef
     promoted: bool
+    # The AML parallel job that scored the parts `step` merged (parallel mode only).
+    parallel: StepResult | None = None
 
     def distribution(self) -> str:
         """`setosa 10, versicolor 12, ...` (or `none` for zero rows)."""
@@ -235,6 +237,15 @@ class ScoreSummary:
             ),
             f"- environment: `{self.environment.id}`"
             + (" (reused)" if self.environment.reused else " (built)"),
+            *(
+                [
+                    f"- parallel job: `{self.parallel.job_name}` {self.parallel.status}"
+                    + (f" ([open]({self.parallel.url}))" if self.parallel.url else "")
+                    + ": one part per input file, merged by the step below"
+                ]
+                if self.parallel
+                else []
+            ),
             f"- step: `{self.step.job_name}` {self.step.status}"
             + (f" ([open]({self.step.url}))" if self.step.url else ""),
             "- predictions/latest.json moved: "

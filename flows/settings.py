@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     aml_register_model: bool = False
     aml_model_name: str = "somemodel"
     aml_parallel_instance_count: int = Field(default=2, ge=1)
+    # Scoring goes parallel on AML for a folder of at least this many CSVs (0: never).
+    aml_parallel_min_files: int = Field(default=0, ge=0)
+    aml_parallel_mini_batch_size: int = Field(default=1, ge=1)
+    aml_parallel_processes_per_node: int = Field(default=2, ge=1)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

@@ -63,6 +63,7 @@ from flows.compute.aml_specs import (
     AmlTarget,
     build_command_job,
     build_environment,
+    build_parallel_run,
     environment_id,
 )
 from flows.compute.base import (
@@ -72,6 +73,7 @@ from flows.compute.base import (
     StepResult,
     StepSpec,
 )
+from flows.plan import ParallelRun
 from flows.settings import Settings
 
 T = TypeVar("T")
@@ -357,6 +359,22 @@ class AmlCompute:
             spec, environment_id(environment.name, environment.version), self.target, self.tags
         )
         return self.submit_job(job, step=spec.step, outputs=outputs)
+
+    def run_parallel_step(self, run: ParallelRun, environment: EnvironmentRef) -> StepResult:
+        """The step as an AML parallel job (a one-node pipeline job named `{run_id}-{step}`)."""
+        outputs = {o.name: o.path for o in run.spec.outputs}
+        job = build_parallel_run(
+            run, environment_id(environment.name, environment.version), self.target, self.tags
+        )
+        self.log.info(
+            "Scoring in parallel on %d node(s) of %s: %d process(es) each, %d file(s) per "
+            "mini-batch",
+            run.instance_count,
+            self.target.compute,
+            run.max_concurrency_per_instance,
+            run.mini_batch_size,
+        )
+        return self.submit_job(job, step=run.spec.step, outputs=outputs)
 
     def submit_job(self, job: Job, *, step: str, outputs: Mapping[str, str]) -> StepResult:
         """Submit `job` (or attach to the job of that name) and wait for it to end.

@@ -214,8 +214,8 @@ def test_parallel_score_job_splits_the_csv_folder(tmp_path: Path) -> None:
     assert node["task"]["code"] == str(STEPS_DIR / "score")
     assert node["task"]["environment"] == ENV_ID
     assert node["task"]["program_arguments"] == (
-        "--model ${{inputs.model}} --predictions ${{outputs.predictions}}"
-        " --run-id score-2026-11-23-1a2b3c4d"
+        "--model ${{inputs.model}} --input-data ${{inputs.input_data}}"
+        " --predictions ${{outputs.predictions}} --run-id score-2026-11-23-1a2b3c4d"
     )
     with pytest.raises(ValueError, match="data_input 'nope'"):
         build_parallel_job(

@@ -1,0 +1,122 @@
+"""Run a submitted AML job on this machine, as AML would, when the fake workspace "completes" it.
+
+Command jobs run their own command line; parallel pipeline jobs run their
+entry script the way AML's parallel runtime does: each of `instance_count`
+worker processes imports the script, calls `init()` (the program arguments
+and the runtime's own on `sys.argv`) and then `run(mini_batch)` on its share
+of the mini-batches, and `run` must return one item per file. Inputs are
+downloaded from the blob container (Azurite) and outputs uploaded to it, at
+the `azureml://` paths the job names; the interpreter is a virtual env with
+the wheel and the pinned packages (what the image holds).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from azure.ai.ml.entities import Job, PipelineJob
+
+from flows.compute.base import EnvironmentRef
+from flows.datastore.blob import BlobDatastore
+from flows.datastore.transfer import download, upload_folder
+from tests.flows.compute.fake_aml import Outcome
+
+DATASTORE_URI = "azureml://datastores/workspaceblobstore/paths/"
+
+# One worker of the parallel runtime: init() once, run() on every mini-batch given.
+_WORKER = """
+import importlib, json, sys
+entry, batches = sys.argv[1], json.loads(sys.argv[2])
+sys.argv = [entry, *sys.argv[3:]]
+module = importlib.import_module(entry.removesuffix(".py"))
+module.init()
+for batch in batches:
+    results = module.run(batch)
+    if len(results) != len(batch):
+        sys.exit(f"run() returned {len(results)} results for {len(batch)} files")
+    print(*results, sep="\\n")
+"""
+
+
+def datastore_path(uri: str) -> str:
+    if not uri.startswith(DATASTORE_URI):
+        raise ValueError(f"{uri} is not on the workspaceblobstore datastore")
+    return uri[len(DATASTORE_URI) :].rstrip("/")
+
+
+def _resolve(text: str, paths: Mapping[str, Path], kind: str) -> str:
+    for name, path in paths.items():
+        text = text.replace(f"${{{{{kind}.{name}}}}}", str(path))
+    return text
+
+
+def run_like_aml(store: BlobDatastore, image: EnvironmentRef) -> Callable[[Job], Outcome]:
+    def run(job: Any) -> Outcome:
+        with tempfile.TemporaryDirectory(prefix="fake-aml-job-") as tmp:
+            scratch = Path(tmp)
+            node: Any = job.jobs["score"] if isinstance(job, PipelineJob) else job
+            code = scratch / "code"
+            shutil.copytree(str(node.task.code if isinstance(job, PipelineJob) else job.code), code)
+            inputs = {
+                name: download(store, datastore_path(given.path), scratch / "inputs" / name)
+                for name, given in node.inputs.items()
+            }
+            outputs = {name: scratch / "outputs" / name for name in node.outputs}
+            for folder in outputs.values():
+                folder.mkdir(parents=True)
+            if isinstance(job, PipelineJob):
+                argvs = _parallel_workers(node, inputs, outputs)
+            else:
+                command = _resolve(_resolve(str(job.command), inputs, "inputs"), outputs, "outputs")
+                argvs = [["bash", "-c", command]]
+            logs: list[str] = []
+            for argv in argvs:
+                done = subprocess.run(
+                    argv,
+                    cwd=code,
+                    env={"PATH": f"{image.location}/bin:/usr/bin:/bin", "HOME": tmp},
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                logs += (done.stdout + done.stderr).splitlines()
+                if done.returncode != 0:
+                    error = f"Execution failed. User process exited with {done.returncode}"
+                    return Outcome("Failed", error=error, logs=tuple(logs))
+            for name, given in node.outputs.items():
+                upload_folder(store, outputs[name], datastore_path(given.path))
+            return Outcome("Completed", logs=tuple(logs))
+
+    return run
+
+
+def _parallel_workers(
+    node: Any, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
+) -> list[list[str]]:
+    data = inputs[node.input_data.removeprefix("${{inputs.").removesuffix("}}")]
+    files = sorted(str(p) for p in data.rglob("*") if p.is_file())
+    size = int(node.mini_batch_size)
+    batches = [files[i : i + size] for i in range(0, len(files), size)]
+    workers = node.resources.instance_count * node.max_concurrency_per_instance
+    arguments = _resolve(node.task.program_arguments, inputs, "inputs")
+    arguments = _resolve(arguments, outputs, "outputs")
+    runtime_args = ["--logging_level", "INFO", "--output", "/dev/null"]
+    return [
+        [
+            "python",
+            "-c",
+            _WORKER,
+            node.task.entry_script,
+            json.dumps(batches[worker::workers]),
+            *shlex.split(arguments),
+            *runtime_args,
+        ]
+        for worker in range(workers)
+    ]

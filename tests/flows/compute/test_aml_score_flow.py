@@ -1,0 +1,214 @@
+"""The score flow with SOMEMODEL_COMPUTE=aml against the fake workspace and Azurite.
+
+Train first (as AML jobs), then score: one file as a command job, and a folder
+of CSVs as a parallel pipeline job plus a merge command job. The fake
+`MLClient` (the one patched seam) runs each job when it "completes" as AML
+would (tests/flows/compute/aml_runner.py), so the flow verifies and promotes
+predictions that the jobs wrote where their specs said.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from azure.ai.ml.entities import Command, PipelineJob
+from azure.storage.blob import ContainerClient
+
+import flows.compute.aml as aml
+import flows.score as score_flow
+import flows.train as train_flow
+from flows.compute.aml import Clock
+from flows.compute.base import EnvironmentRef, EnvironmentSpec
+from flows.compute.local import LocalCompute
+from flows.datastore import LocalDatastore
+from flows.datastore.blob import BlobDatastore
+from flows.scoring import ScoreSummary
+from flows.settings import Settings
+from flows.summary import TrainSummary
+from flows.wheel import SOMEMODEL_SOURCE, build_wheel
+from tests.conftest import TEST_CACHE_DIR
+from tests.flows.compute.aml_runner import DATASTORE_URI, run_like_aml
+from tests.flows.compute.fake_aml import WORKSPACE, FakeMLClient, Script
+from tests.services import Azurite
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
+
+FOLDER = "raw/week-48"
+FILES = 5
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> EnvironmentRef:
+    """What the AML image holds: the wheel and the pinned packages, as a local venv."""
+    store = LocalDatastore(tmp_path_factory.mktemp("image-store"))
+    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
+    store.upload_file(wheel.local_path, wheel.datastore_path)
+    settings = Settings()
+    spec = EnvironmentSpec("somemodel-env", settings.base_image, settings.pip_packages, wheel)
+    return LocalCompute(store, TEST_CACHE_DIR).prepare_environment(spec)
+
+
+@pytest.fixture(scope="module")
+def workspace(
+    azurite: Azurite, image: EnvironmentRef, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FakeMLClient]:
+    name = azurite.new_container_name("aml-score")
+    ContainerClient.from_connection_string(azurite.connection_string, name).create_container()
+    fake = FakeMLClient(tmp_path_factory.mktemp("aml-uploads"), clock=Clock())  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {
+            "COMPUTE": "aml",
+            "DATASTORE": "blob",
+            "BLOB_CONTAINER": name,
+            "BLOB_CONNECTION_STRING": azurite.connection_string,
+            "CACHE_DIR": str(TEST_CACHE_DIR),
+            "AML_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+            "AML_RESOURCE_GROUP": "rg-test",
+            "AML_WORKSPACE": WORKSPACE,
+            "AML_PARALLEL_MIN_FILES": str(FILES),
+            "AML_PARALLEL_INSTANCE_COUNT": "2",
+            "AML_PARALLEL_MINI_BATCH_SIZE": "2",
+            "AML_PARALLEL_PROCESSES_PER_NODE": "1",
+        }.items():
+            patch.setenv(f"SOMEMODEL_{key}", value)
+        patch.setattr(aml, "make_ml_client", lambda settings: fake)
+        store = BlobDatastore.from_settings(Settings())
+        fake.jobs.default_script = Script(
+            queued_seconds=0.1, running_seconds=0.1, outcome=run_like_aml(store, image)
+        )
+        train_flow.seed_sample(Settings())
+        score_flow.seed_sample(Settings())
+        yield fake
+        fake.jobs.release()
+
+
+@pytest.fixture(scope="module")
+def store(workspace: FakeMLClient) -> BlobDatastore:
+    return BlobDatastore.from_settings(Settings())
+
+
+@pytest.fixture(scope="module")
+def trained(workspace: FakeMLClient) -> TrainSummary:
+    summary = train_flow.train(input_path=train_flow.SAMPLE_PATH)
+    assert isinstance(summary, TrainSummary)
+    return summary
+
+
+@pytest.fixture(scope="module")
+def week_folder(store: BlobDatastore, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The sample split into FILES CSVs, one in a subfolder, plus a file that is not a CSV."""
+    rows = pd.read_csv(score_flow.SAMPLE_FILE, dtype={"id": str})
+    local = tmp_path_factory.mktemp("week")
+    names = [f"day-{i}.csv" for i in range(FILES - 1)] + ["shop-b/day-9.csv"]
+    for i, name in enumerate(names):
+        path = local / f"{i}.csv"
+        rows.iloc[i::FILES].to_csv(path, index=False)
+        store.upload_file(path, f"{FOLDER}/{name}", overwrite=True)
+    (local / "notes.txt").write_text("delivered late\n")
+    store.upload_file(local / "notes.txt", f"{FOLDER}/notes.txt", overwrite=True)
+    return FOLDER
+
+
+def latest_run(store: BlobDatastore) -> str:
+    latest = store.read_versioned("predictions/latest.json")
+    assert latest is not None
+    return str(json.loads(latest.text)["run_id"])
+
+
+def predictions_csv(store: BlobDatastore, run_id: str, tmp: Path) -> bytes:
+    store.download_file(f"predictions/{run_id}/predictions.csv", tmp / f"{run_id}.csv")
+    return (tmp / f"{run_id}.csv").read_bytes()
+
+
+def test_one_file_is_scored_by_a_command_job_like_train(
+    workspace: FakeMLClient, store: BlobDatastore, trained: TrainSummary
+) -> None:
+    summary = score_flow.score(input_path=score_flow.SAMPLE_PATH)
+    assert isinstance(summary, ScoreSummary)
+    run_id = summary.run_id
+    assert summary.parallel is None
+    job = workspace.jobs.records[f"{run_id}-score"].job
+    assert isinstance(job, Command)
+    assert job.inputs["model"].path == f"{DATASTORE_URI}trained_models/{trained.run_id}/"
+    assert job.inputs["input_data"].path == f"{DATASTORE_URI}samples/iris_score.csv"
+    assert job.inputs["input_data"].type == "uri_file"
+    assert job.outputs["predictions"].path == f"{DATASTORE_URI}predictions/{run_id}/"
+    assert str(job.command).startswith("python run_score.py --model ${{inputs.model}}")
+    assert job.environment == f"azureml:{summary.environment.name}:{summary.environment.version}"
+    assert summary.step.url.startswith(f"https://ml.azure.com/runs/{run_id}-score")
+    assert summary.predictions.rows == 30
+    assert summary.model.run_id == trained.run_id
+    assert summary.promoted
+    assert latest_run(store) == run_id
+
+
+def test_a_folder_of_many_csvs_is_scored_by_a_parallel_job_then_merged(
+    workspace: FakeMLClient,
+    store: BlobDatastore,
+    trained: TrainSummary,
+    week_folder: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    summary = score_flow.score(input_path=week_folder)
+    assert isinstance(summary, ScoreSummary)
+    run_id = summary.run_id
+    pipeline = workspace.jobs.records[f"{run_id}-score"].job
+    assert isinstance(pipeline, PipelineJob)
+    node = pipeline.jobs["score"]
+    assert node.inputs["input_data"].path == f"{DATASTORE_URI}{week_folder}/"
+    assert node.inputs["model"].path == f"{DATASTORE_URI}trained_models/{trained.run_id}/"
+    assert node.outputs["parts"].path == f"{DATASTORE_URI}prediction_parts/{run_id}/"
+    assert node.resources.instance_count == 2
+    merge = workspace.jobs.records[f"{run_id}-score-merge"].job
+    assert isinstance(merge, Command)
+    assert merge.inputs["parts"].path == f"{DATASTORE_URI}prediction_parts/{run_id}/"
+    assert merge.outputs["predictions"].path == f"{DATASTORE_URI}predictions/{run_id}/"
+    assert "--expected-files 5" in str(merge.command)
+
+    assert summary.parallel is not None
+    assert summary.parallel.job_name == f"{run_id}-score"
+    assert summary.step.job_name == f"{run_id}-score-merge"
+    assert summary.predictions.rows == 30
+    assert [path for path, _ in summary.predictions.inputs] == [
+        "day-0.csv", "day-1.csv", "day-2.csv", "day-3.csv", "shop-b/day-9.csv",
+    ]  # fmt: skip
+    assert summary.promoted
+    assert latest_run(store) == run_id
+    assert f"parallel job: `{run_id}-score` Completed" in summary.to_markdown()
+
+    # The same folder below the threshold: one command job, the same predictions byte for byte.
+    monkeypatch.setenv("SOMEMODEL_AML_PARALLEL_MIN_FILES", str(FILES + 1))
+    plain = score_flow.score(input_path=week_folder, force_rerun=True)
+    assert isinstance(plain, ScoreSummary)
+    assert plain.parallel is None
+    assert isinstance(workspace.jobs.records[f"{plain.run_id}-score"].job, Command)
+    assert predictions_csv(store, run_id, tmp_path) == predictions_csv(
+        store, plain.run_id, tmp_path
+    )
+    frame = pd.read_csv(io.BytesIO(predictions_csv(store, run_id, tmp_path)), dtype=str)
+    assert sorted(frame["row_id"]) == sorted(
+        pd.read_csv(score_flow.SAMPLE_FILE, dtype={"id": str})["id"]
+    )
+
+
+def test_a_bad_file_fails_the_parallel_job_and_latest_stays(
+    workspace: FakeMLClient,
+    store: BlobDatastore,
+    trained: TrainSummary,
+    week_folder: str,
+    tmp_path: Path,
+) -> None:
+    before = latest_run(store)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,sepal_length\nx,1.0\n")
+    for i in range(FILES):
+        store.upload_file(bad, f"raw/bad-week/{i}.csv", overwrite=True)
+    with pytest.raises(Exception, match=r"-score ended Failed.*\n.*Studio: https://ml.azure.com"):
+        score_flow.score(input_path="raw/bad-week")
+    assert latest_run(store) == before
