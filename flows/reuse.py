@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from flows.compute.base import EnvironmentRef, StepResult, StepSpec
@@ -101,3 +103,27 @@ def record(datastore: Datastore, spec: StepSpec, key: str, result: StepResult) -
     except PreconditionFailedError:
         # Another run with the same key recorded its outputs first: either will do.
         logger.info("Step %s: a concurrent run recorded the same key first", spec.step)
+
+
+def run_or_reuse(
+    datastore: Datastore,
+    spec: StepSpec,
+    environment: EnvironmentRef,
+    run: Callable[[], StepResult],
+    *,
+    force_rerun: bool = False,
+) -> StepResult:
+    """Reuse the step's earlier result for the same key, or `run()` it and record it."""
+    key = step_key(datastore, spec, environment)
+    earlier = None if force_rerun else find_reusable(datastore, spec, key)
+    if earlier is not None:
+        logger.info(
+            "Reusing step %s: same code, environment, parameters and inputs as run %s",
+            spec.step,
+            earlier.run_id,
+        )
+        return earlier
+    result = run()
+    result = result if result.run_id else replace(result, run_id=spec.run_id)
+    record(datastore, spec, key, result)
+    return result

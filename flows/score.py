@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from typing import Annotated, Protocol, runtime_checkable
 
 from prefect import flow, get_run_logger, task
@@ -34,12 +33,13 @@ from flows.plan import (
 )
 from flows.registry import MODEL_LATEST, ModelRef, check_model_selector, promote
 from flows.registry import resolve_model_run_id as _resolve_model_run_id
-from flows.reuse import find_reusable, record, step_key
+from flows.reuse import run_or_reuse
+from flows.samples import SAMPLES_DIR, seed
 from flows.scoring import PredictionsRef, ScoreSummary, check_score_input, verify_predictions
-from flows.settings import REPO_ROOT, Settings
+from flows.settings import Settings
 from flows.tasks import build_environment, submit_step, upload_wheel, verify_model_blob
 
-SAMPLE_FILE = REPO_ROOT / "data" / "sample" / "iris_score.csv"
+SAMPLE_FILE = SAMPLES_DIR / "iris_score.csv"
 SAMPLE_PATH = "samples/iris_score.csv"
 
 ModelSelector = Annotated[str, AfterValidator(check_model_selector)]
@@ -79,19 +79,13 @@ def submit_parallel_step(
     A backend without parallel jobs (local) runs the same entry script as a
     command line over the files one after another.
     """
-    spec = run.spec
-    key = step_key(datastore, spec, environment)
-    earlier = None if force_rerun else find_reusable(datastore, spec, key)
-    if earlier is not None:
-        get_run_logger().info("Reusing step %s of run %s", spec.step, earlier.run_id)
-        return earlier
-    if isinstance(compute, ParallelCompute):
-        result = compute.run_parallel_step(run, environment)
-    else:
-        result = compute.run_step(spec, environment)
-    result = result if result.run_id else replace(result, run_id=spec.run_id)
-    record(datastore, spec, key, result)
-    return result
+
+    def submit() -> StepResult:
+        if isinstance(compute, ParallelCompute):
+            return compute.run_parallel_step(run, environment)
+        return compute.run_step(run.spec, environment)
+
+    return run_or_reuse(datastore, run.spec, environment, submit, force_rerun=force_rerun)
 
 
 def parallel_run(
@@ -178,10 +172,7 @@ def score(
 
 def seed_sample(settings: Settings) -> None:
     """Put the bundled CSV to score at `samples/iris_score.csv` in the datastore, once."""
-    datastore = make_datastore(settings)
-    if not datastore.exists(SAMPLE_PATH):
-        datastore.upload_file(SAMPLE_FILE, SAMPLE_PATH)
-        print(f"Seeded the sample data at {datastore.uri(SAMPLE_PATH)}")
+    seed(settings, SAMPLE_FILE, SAMPLE_PATH)
 
 
 def main(argv: list[str] | None = None) -> int:

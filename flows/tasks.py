@@ -14,8 +14,6 @@ failed step, a model that does not verify) fails the same way on every attempt.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -31,7 +29,7 @@ from flows.compute.base import (
 from flows.datastore.base import Datastore
 from flows.datastore.transfer import resolve_input
 from flows.registry import ModelRef, promote, verify_model
-from flows.reuse import find_reusable, record, step_key
+from flows.reuse import run_or_reuse
 from flows.settings import Settings
 from flows.summary import TrainPlan
 from flows.wheel import SOMEMODEL_SOURCE, build_wheel
@@ -74,19 +72,13 @@ def submit_step(
     environment: EnvironmentRef,
     force_rerun: bool = False,
 ) -> StepResult:
-    key = step_key(datastore, spec, environment)
-    earlier = None if force_rerun else find_reusable(datastore, spec, key)
-    if earlier is not None:
-        get_run_logger().info(
-            "Reusing step %s: same code, environment, parameters and inputs as run %s",
-            spec.step,
-            earlier.run_id,
-        )
-        return earlier
-    result = compute.run_step(spec, environment)
-    result = result if result.run_id else replace(result, run_id=spec.run_id)
-    record(datastore, spec, key, result)
-    return result
+    return run_or_reuse(
+        datastore,
+        spec,
+        environment,
+        lambda: compute.run_step(spec, environment),
+        force_rerun=force_rerun,
+    )
 
 
 @task(cache_policy=NO_CACHE)

@@ -18,7 +18,8 @@ from flows.compute import make_compute
 from flows.datastore import Datastore, make_datastore
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
-from flows.settings import REPO_ROOT, Settings
+from flows.samples import SAMPLES_DIR, seed
+from flows.settings import Settings
 from flows.summary import TrainPlan, TrainSummary
 from flows.tasks import (
     build_environment,
@@ -31,7 +32,7 @@ from flows.tasks import (
     write_plan,
 )
 
-SAMPLE_FILE = REPO_ROOT / "data" / "sample" / "iris.csv"
+SAMPLE_FILE = SAMPLES_DIR / "iris.csv"
 SAMPLE_PATH = "samples/iris.csv"
 
 
@@ -101,10 +102,7 @@ def _plan(
 
 def seed_sample(settings: Settings) -> None:
     """Put the bundled iris CSV at `samples/iris.csv` in the datastore, once."""
-    datastore = make_datastore(settings)
-    if not datastore.exists(SAMPLE_PATH):
-        datastore.upload_file(SAMPLE_FILE, SAMPLE_PATH)
-        print(f"Seeded the sample data at {datastore.uri(SAMPLE_PATH)}")
+    seed(settings, SAMPLE_FILE, SAMPLE_PATH)
 
 
 def main(argv: list[str] | None = None) -> int:
