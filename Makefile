@@ -11,13 +11,18 @@ UV_VERSION := 0.13.9
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: run test lint typecheck check install node clean
+.PHONY: run test bench lint typecheck check install clean
 
 run: $(BIN)/.synced
 	$(BIN)/python flows/train.py $(ARGS)
 
 test: $(BIN)/.synced node_modules/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# About 6 minutes on 2 cores; results are recorded in BENCHMARKS.md.
+bench: $(BIN)/.synced
+	$(BIN)/python bench/pipeline_bench.py
+	$(BIN)/python bench/score_bench.py
 
 lint: $(BIN)/.synced
 	$(BIN)/ruff check .

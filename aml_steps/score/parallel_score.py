@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--parts", type=Path, required=True, help="output folder of the parts")
     parser.add_argument("--id-column", default="id", help="input column copied to row_id")
-    parser.add_argument("--chunk-size", type=int, default=100_000, help="rows per chunk")
+    parser.add_argument("--chunk-size", type=int, default=50_000, help="rows per chunk")
     # The parallel runtime passes its own arguments too: they are not ours to refuse.
     args, _ = parser.parse_known_args(argv)
     return args

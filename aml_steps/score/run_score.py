@@ -24,7 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--predictions", type=Path, required=True, help="output folder")
     parser.add_argument("--run-id", required=True, help="the scoring run id, recorded")
     parser.add_argument("--id-column", default="id", help="input column copied to row_id")
-    parser.add_argument("--chunk-size", type=int, default=100_000, help="rows per chunk")
+    parser.add_argument("--chunk-size", type=int, default=50_000, help="rows per chunk")
     return parser.parse_args(argv)
 
 

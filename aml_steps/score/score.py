@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+from threadpoolctl import threadpool_limits
 
 from somemodel import MODEL_FILENAME, ModelLoadError, SomeModel, load_model
 
@@ -329,7 +330,7 @@ def score_files(
     out_dir: Path,
     *,
     id_column: str = "id",
-    chunk_size: int = 100_000,
+    chunk_size: int = 50_000,
     base: Path | None = None,
 ) -> list[InputSummary]:
     """Score every CSV under ``input_path`` into ``out_dir/predictions.csv`` (atomically).
@@ -355,7 +356,11 @@ def score_files(
         # pyarrow's CSV writer formats floats in C++ (pandas' to_csv is ~10x slower) and
         # releases the GIL, so one background thread writes chunk k while chunk k+1 is
         # read and predicted. At most one write is in flight: memory stays ~2 chunks.
+        # One BLAS/OpenMP thread: a chunk's matrices are small, and OpenBLAS's
+        # spinning worker threads otherwise take the core the writer needs (measured:
+        # 2.2 s -> 1.7 s wall, 3.5 s -> 2.1 s CPU for 2M rows on 2 cores).
         with (
+            threadpool_limits(limits=1),
             pa_csv.CSVWriter(str(tmp), schema) as writer,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="csv-writer") as pool,
         ):
