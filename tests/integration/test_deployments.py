@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -175,10 +176,15 @@ def _wait_final(stack: Stack, flow_run_id: UUID) -> FlowRun:
 
 
 def _logs(stack: Stack, flow_run_id: UUID) -> list[tuple[str, str]]:
+    logs: list[Any] = []
     with stack.server.client() as client:
-        logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-        )
+        # Page by page: the API returns at most 200 lines at once.
+        while page := client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+            limit=200,
+            offset=len(logs),
+        ):
+            logs += page
     return [(log.name or "", log.message) for log in logs]
 
 
@@ -269,10 +275,15 @@ def test_cli_run_trains_verifies_and_promotes_the_run_id_named_model(
     assert run_id in str(summaries[0].data)
 
     # The backends' own loggers reach the run's logs (PREFECT_LOGGING_EXTRA_LOGGERS).
-    logs = _logs(stack, trained.id)
-    assert any(name.startswith("flows.") and run_id in message for name, message in logs), [
-        name for name, _ in logs
-    ]
+    # The flow-run process sends its last log batch as it exits, which can be after
+    # the API already shows the run Completed: wait for it, within a bound.
+    deadline = time.monotonic() + 60
+    while True:
+        logs = _logs(stack, trained.id)
+        if any(name.startswith("flows.") and run_id in message for name, message in logs):
+            break
+        assert time.monotonic() < deadline, [name for name, _ in logs]
+        time.sleep(1)
 
 
 def test_missing_input_fails_with_the_path_and_latest_stays(stack: Stack, trained: FlowRun) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,16 +124,29 @@ def scan(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Scan:
     return result
 
 
+def _all_logs(client: Any, run_id: Any) -> list[Any]:
+    """Every log line of the run, page by page (the API returns at most 200 at once)."""
+    logs: list[Any] = []
+    while page := client.read_logs(
+        LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200, offset=len(logs)
+    ):
+        logs += page
+    return logs
+
+
 def test_no_secret_in_logs_messages_artifacts_or_blobs(
     scan: Scan, caplog: pytest.LogCaptureFixture
 ) -> None:
     texts = dict(scan.texts)
     with get_client(sync_client=True) as client:
         for run_id in scan.flow_run_ids:
-            logs = client.read_logs(
-                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
-            )
-            assert logs, f"no Prefect logs for flow run {run_id}: the scan would prove nothing"
+            # Prefect ships logs in batches from a background worker: wait for them.
+            deadline = time.monotonic() + 60
+            while not (logs := _all_logs(client, run_id)):
+                assert time.monotonic() < deadline, (
+                    f"no Prefect logs for flow run {run_id}: the scan would prove nothing"
+                )
+                time.sleep(1)
             texts[f"prefect logs {run_id}"] = "\n".join(log.message for log in logs)
             artifacts = client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
