@@ -78,24 +78,44 @@ class ModelRef:
         }
 
 
-def read_metadata(datastore: Datastore, run_id: str) -> dict[str, Any]:
-    path = f"{model_dir(run_id)}/metadata.json"
+_METADATA_KEYS = frozenset({"model_file", "model_sha256", "classes", "feature_names", "created_at"})
+
+
+def read_json_record(
+    datastore: Datastore,
+    path: str,
+    required: frozenset[str],
+    error: type[Exception],
+    unfinished: str,
+) -> dict[str, Any]:
+    """A small JSON object a step writes last (metadata, manifest), checked for `required` keys.
+
+    Its absence means the step did not finish (`unfinished` says which); every
+    problem raises `error`, so the caller's verification fails with its own type.
+    """
     versioned = datastore.read_versioned(path)
     if versioned is None:
-        raise ModelVerificationError(
-            f"no model metadata at {path!r} in the {datastore.describe()}: the train step of "
-            f"run {run_id!r} did not finish"
-        )
+        raise error(f"no {path!r} in the {datastore.describe()}: {unfinished}")
     try:
-        metadata = json.loads(versioned.text)
+        record = json.loads(versioned.text)
     except json.JSONDecodeError as exc:
-        raise ModelVerificationError(f"{path!r} is not valid JSON: {exc}") from exc
-    missing = {"model_file", "model_sha256", "classes", "feature_names", "created_at"} - set(
-        metadata
-    )
+        raise error(f"{path!r} is not valid JSON: {exc}") from exc
+    if not isinstance(record, dict):
+        raise error(f"{path!r} is not a JSON object")
+    missing = required - set(record)
     if missing:
-        raise ModelVerificationError(f"{path!r} lacks {sorted(missing)}")
-    return dict(metadata)
+        raise error(f"{path!r} lacks {sorted(missing)}")
+    return record
+
+
+def read_metadata(datastore: Datastore, run_id: str) -> dict[str, Any]:
+    return read_json_record(
+        datastore,
+        f"{model_dir(run_id)}/metadata.json",
+        _METADATA_KEYS,
+        ModelVerificationError,
+        f"the train step of run {run_id!r} did not finish",
+    )
 
 
 def download_verified_model(

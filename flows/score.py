@@ -149,7 +149,6 @@ def score(
     verified = verify_model_blob(datastore, model_run_id)
     wheel = upload_wheel(datastore, settings)
     environment = build_environment(compute, settings, wheel)
-    spec = score_step(run_id, verified.run_id, source.path, source.kind, id_column)
     parallel = None
     mode = scoring_mode(compute.kind, source.kind, csv_files, settings.aml_parallel_min_files)
     if mode == "parallel":
@@ -157,6 +156,8 @@ def score(
         run = parallel_run(settings, run_id, verified.run_id, source, id_column)
         parallel = submit_parallel_step(compute, datastore, run, environment, force_rerun)
         spec = merge_step(run_id, parallel.outputs["parts"], csv_files)
+    else:
+        spec = score_step(run_id, verified.run_id, source.path, source.kind, id_column)
     scored = submit_step(compute, datastore, spec, environment, force_rerun)
     predictions = verify_predictions_blob(datastore, scored.run_id, verified)
     promoted = promote_predictions(datastore, predictions)

@@ -12,7 +12,6 @@ checks them, and the model the step used, against the manifest before
 from __future__ import annotations
 
 import csv
-import json
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -28,11 +27,13 @@ from flows.compute.base import EnvironmentRef, StepInput, StepResult
 from flows.datastore.base import Datastore, DatastoreNotFoundError
 from flows.datastore.transfer import resolve_input
 from flows.plan import predictions_dir
-from flows.registry import ModelRef
+from flows.registry import ModelRef, read_json_record
 
 PREDICTIONS_FILE = "predictions.csv"
 MANIFEST_FILE = "manifest.json"
-_MANIFEST_KEYS = {"run_id", "model_run_id", "model_sha256", "inputs", "output_rows", "created_at"}
+_MANIFEST_KEYS = frozenset(
+    {"run_id", "model_run_id", "model_sha256", "inputs", "output_rows", "created_at"}
+)
 _SHOWN_FILES = 5
 
 
@@ -120,22 +121,13 @@ def count_predictions(path: Path) -> tuple[list[str], int, Counter[str]]:
 
 
 def read_manifest(datastore: Datastore, run_id: str) -> dict[str, Any]:
-    path = f"{predictions_dir(run_id)}/{MANIFEST_FILE}"
-    versioned = datastore.read_versioned(path)
-    if versioned is None:
-        raise PredictionsVerificationError(
-            f"no {path!r} in the {datastore.describe()}: the score step of run {run_id!r} "
-            "did not finish"
-        )
-    try:
-        manifest = json.loads(versioned.text)
-    except json.JSONDecodeError as exc:
-        raise PredictionsVerificationError(f"{path!r} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or _MANIFEST_KEYS - set(manifest):
-        raise PredictionsVerificationError(
-            f"{path!r} lacks {sorted(_MANIFEST_KEYS - set(manifest or {}))}"
-        )
-    return manifest
+    return read_json_record(
+        datastore,
+        f"{predictions_dir(run_id)}/{MANIFEST_FILE}",
+        _MANIFEST_KEYS,
+        PredictionsVerificationError,
+        f"the score step of run {run_id!r} did not finish",
+    )
 
 
 def verify_predictions(datastore: Datastore, run_id: str, model: ModelRef) -> PredictionsRef:
