@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.compute.base import EnvironmentRef, StepOutput, StepSpec
 from tests.prefect_server import prefect_server  # noqa: F401  (session fixture: a real server)
 from tests.services import azurite  # noqa: F401  (session fixture: a real Azurite)
 
@@ -54,3 +55,43 @@ def prefect_api() -> Iterator[None]:
     # A fresh SQLite database takes 20-30 s to migrate on a 2-core machine.
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def step_environment(tmp_path_factory: pytest.TempPathFactory) -> EnvironmentRef:
+    """The real step environment: the built wheel and the pinned packages in a venv.
+
+    Keyed by content hash under TEST_CACHE_DIR, so a warm machine builds nothing.
+    """
+    from flows.compute.base import EnvironmentSpec
+    from flows.compute.local import LocalCompute
+    from flows.datastore import LocalDatastore
+    from flows.settings import Settings
+    from flows.wheel import SOMEMODEL_SOURCE, build_wheel
+
+    store = LocalDatastore(tmp_path_factory.mktemp("wheel-store"))
+    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
+    store.upload_file(wheel.local_path, wheel.datastore_path)
+    settings = Settings()
+    spec = EnvironmentSpec("somemodel-env", settings.base_image, settings.pip_packages, wheel)
+    return LocalCompute(store, TEST_CACHE_DIR).prepare_environment(spec)
+
+
+def probe_step(tmp_path: Path, body: str, run_id: str, output: str) -> StepSpec:
+    """A step whose script runs `body` with `out` (a Path) as its only output folder."""
+    code = tmp_path / f"probe-{run_id}"
+    code.mkdir(exist_ok=True)
+    (code / "probe.py").write_text(
+        "import argparse, os, pathlib, signal, sys, time\n"
+        "parser = argparse.ArgumentParser()\n"
+        "parser.add_argument('--out')\n"
+        "out = pathlib.Path(parser.parse_args().out)\n" + body
+    )
+    return StepSpec(
+        step="probe",
+        run_id=run_id,
+        code_dir=code,
+        script="probe.py",
+        inputs=(),
+        outputs=(StepOutput("out", output),),
+    )

@@ -10,14 +10,13 @@ from flows.compute.base import (
     EnvironmentRef,
     EnvironmentSpec,
     StepFailedError,
-    StepOutput,
     StepSpec,
 )
 from flows.compute.local import COMPLETION_MARKER, LocalCompute
 from flows.datastore import LocalDatastore
 from flows.settings import Settings
 from flows.wheel import SOMEMODEL_SOURCE, build_wheel
-from tests.conftest import TEST_CACHE_DIR
+from tests.conftest import TEST_CACHE_DIR, probe_step
 
 pytestmark = pytest.mark.slow
 
@@ -28,33 +27,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> LocalDatastore:
 
 
 @pytest.fixture(scope="module")
-def environment(store: LocalDatastore) -> EnvironmentRef:
-    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
-    if not store.exists(wheel.datastore_path):
-        store.upload_file(wheel.local_path, wheel.datastore_path)
-    settings = Settings()
-    spec = EnvironmentSpec("somemodel-env", settings.base_image, settings.pip_packages, wheel)
-    return LocalCompute(store, TEST_CACHE_DIR).prepare_environment(spec)
+def environment(step_environment: EnvironmentRef) -> EnvironmentRef:
+    return step_environment
 
 
-def _probe_step(tmp_path: Path, body: str, run_id: str = "probe-run") -> StepSpec:
-    code = tmp_path / "probe_code"
-    code.mkdir(exist_ok=True)
-    (code / "probe.py").write_text(
-        "import argparse, pathlib, sys\n"
-        "parser = argparse.ArgumentParser()\n"
-        "parser.add_argument('--out')\n"
-        "args = parser.parse_args()\n"
-        "out = pathlib.Path(args.out)\n" + body
-    )
-    return StepSpec(
-        step="probe",
-        run_id=run_id,
-        code_dir=code,
-        script="probe.py",
-        inputs=(),
-        outputs=(StepOutput("out", f"probes/{run_id}"),),
-    )
+def _probe_step(tmp_path: Path, body: str, run_id: str) -> StepSpec:
+    return probe_step(tmp_path, body, run_id, f"probes/{run_id}")
 
 
 def test_wheel_is_reproducible(tmp_path: Path) -> None:

@@ -21,8 +21,7 @@ from prefect.utilities.engine import _prefect_sigterm_handler
 from flows.compute.base import EnvironmentRef
 from flows.compute.local import COMPLETION_MARKER, LocalCompute
 from flows.datastore import LocalDatastore
-from tests.conftest import TEST_CACHE_DIR
-from tests.reliability.conftest import probe_step
+from tests.conftest import TEST_CACHE_DIR, probe_step
 
 pytestmark = pytest.mark.slow
 

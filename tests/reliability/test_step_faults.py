@@ -17,8 +17,8 @@ from flows.compute.local import COMPLETION_MARKER, LocalCompute
 from flows.datastore import DatastoreError, LocalDatastore
 from flows.plan import data_prep_step, train_step
 from flows.registry import ModelVerificationError, promote, verify_model
-from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR
-from tests.reliability.conftest import latest_json, model_ref, probe_step
+from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR, probe_step
+from tests.reliability.conftest import latest_json, model_ref
 
 pytestmark = pytest.mark.slow
 

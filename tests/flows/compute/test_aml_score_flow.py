@@ -23,14 +23,11 @@ import flows.compute.aml as aml
 import flows.score as score_flow
 import flows.train as train_flow
 from flows.compute.aml import Clock
-from flows.compute.base import EnvironmentRef, EnvironmentSpec
-from flows.compute.local import LocalCompute
-from flows.datastore import LocalDatastore
+from flows.compute.base import EnvironmentRef
 from flows.datastore.blob import BlobDatastore
 from flows.scoring import ScoreSummary
 from flows.settings import Settings
 from flows.summary import TrainSummary
-from flows.wheel import SOMEMODEL_SOURCE, build_wheel
 from tests.conftest import TEST_CACHE_DIR
 from tests.flows.compute.aml_runner import DATASTORE_URI, run_like_aml
 from tests.flows.compute.fake_aml import WORKSPACE, FakeMLClient, Script
@@ -43,14 +40,9 @@ FILES = 5
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> EnvironmentRef:
+def image(step_environment: EnvironmentRef) -> EnvironmentRef:
     """What the AML image holds: the wheel and the pinned packages, as a local venv."""
-    store = LocalDatastore(tmp_path_factory.mktemp("image-store"))
-    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
-    store.upload_file(wheel.local_path, wheel.datastore_path)
-    settings = Settings()
-    spec = EnvironmentSpec("somemodel-env", settings.base_image, settings.pip_packages, wheel)
-    return LocalCompute(store, TEST_CACHE_DIR).prepare_environment(spec)
+    return step_environment
 
 
 @pytest.fixture(scope="module")

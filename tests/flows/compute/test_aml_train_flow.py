@@ -10,87 +10,31 @@ verify step finds the model the AML job wrote, where the job spec said.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from azure.ai.ml.entities import Job
 from azure.storage.blob import ContainerClient
 
 import flows.compute.aml as aml
 from flows.compute.aml import AmlPreflightError, Clock
-from flows.compute.base import EnvironmentRef, EnvironmentSpec
-from flows.compute.local import LocalCompute
-from flows.datastore import LocalDatastore
+from flows.compute.base import EnvironmentRef
 from flows.datastore.blob import BlobDatastore
-from flows.datastore.transfer import download, upload_folder
 from flows.settings import Settings
 from flows.summary import TrainSummary
 from flows.train import SAMPLE_PATH, main, seed_sample, train
-from flows.wheel import SOMEMODEL_SOURCE, build_wheel
 from tests.conftest import TEST_CACHE_DIR
-from tests.flows.compute.fake_aml import WORKSPACE, FakeMLClient, Outcome, Script
+from tests.flows.compute.aml_runner import DATASTORE_URI, run_like_aml
+from tests.flows.compute.fake_aml import WORKSPACE, FakeMLClient, Script
 from tests.services import Azurite
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
 
-_DATASTORE_URI = "azureml://datastores/workspaceblobstore/paths/"
-
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> EnvironmentRef:
+def image(step_environment: EnvironmentRef) -> EnvironmentRef:
     """What the AML image holds: the wheel and the pinned packages, as a local venv."""
-    store = LocalDatastore(tmp_path_factory.mktemp("image-store"))
-    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
-    store.upload_file(wheel.local_path, wheel.datastore_path)
-    settings = Settings()
-    spec = EnvironmentSpec("somemodel-env", settings.base_image, settings.pip_packages, wheel)
-    return LocalCompute(store, TEST_CACHE_DIR).prepare_environment(spec)
-
-
-def _datastore_path(uri: str) -> str:
-    if not uri.startswith(_DATASTORE_URI):
-        raise ValueError(f"{uri} is not on the workspaceblobstore datastore")
-    return uri[len(_DATASTORE_URI) :].rstrip("/")
-
-
-def run_like_aml(store: BlobDatastore, image: EnvironmentRef) -> object:
-    """A job outcome that runs the submitted job's command on this machine."""
-
-    def run(job: Job) -> Outcome:
-        with tempfile.TemporaryDirectory(prefix="fake-aml-job-") as tmp:
-            scratch = Path(tmp)
-            code = scratch / "code"
-            shutil.copytree(str(job.code), code)
-            command = str(job.command)
-            for name, given in job.inputs.items():
-                local = download(store, _datastore_path(given.path), scratch / "inputs" / name)
-                command = command.replace(f"${{{{inputs.{name}}}}}", str(local))
-            outputs = {}
-            for name, given in job.outputs.items():
-                outputs[name] = scratch / "outputs" / name
-                outputs[name].mkdir(parents=True)
-                command = command.replace(f"${{{{outputs.{name}}}}}", str(outputs[name]))
-            done = subprocess.run(
-                ["bash", "-c", command],
-                cwd=code,
-                env={"PATH": f"{image.location}/bin:/usr/bin:/bin", "HOME": tmp},
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            logs = tuple((done.stdout + done.stderr).splitlines())
-            if done.returncode != 0:
-                error = f"Execution failed. User process 'python' exited with {done.returncode}"
-                return Outcome("Failed", error=error, logs=logs)
-            for name, given in job.outputs.items():
-                upload_folder(store, outputs[name], _datastore_path(given.path))
-            return Outcome("Completed", logs=logs)
-
-    return run
+    return step_environment
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +82,7 @@ def test_train_flow_runs_its_steps_as_aml_jobs(
     assert sorted(workspace.jobs.records) == [f"{run_id}-data-prep", f"{run_id}-train"]
     train_job = workspace.jobs.records[f"{run_id}-train"].job
     assert train_job.inputs["training_dataframe"].path == (
-        f"{_DATASTORE_URI}prepared_dataframes/{run_id}/"
+        f"{DATASTORE_URI}prepared_dataframes/{run_id}/"
     )
     assert [s.status for s in first_run.steps] == ["Completed", "Completed"]
     assert all(s.url.startswith("https://ml.azure.com/runs/") for s in first_run.steps)
