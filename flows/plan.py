@@ -71,7 +71,7 @@ def score_step(
     input_path: str,
     input_kind: InputKind,
     id_column: str,
-    chunk_size: int = 50_000,
+    chunk_size: int = 20_000,
 ) -> StepSpec:
     """Score the CSV(s) at `input_path` with the model of training run `model_run_id`.
 
@@ -152,7 +152,7 @@ def parallel_score_step(
     instance_count: int,
     mini_batch_size: int,
     max_concurrency_per_instance: int,
-    chunk_size: int = 50_000,
+    chunk_size: int = 20_000,
 ) -> ParallelRun:
     """Score each CSV under the folder `input_path` into its own part file.
 

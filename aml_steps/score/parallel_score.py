@@ -39,6 +39,7 @@ from score import (
     list_csv_files,
     load_trained_model,
     score_files,
+    use_system_allocator,
 )
 
 logger = logging.getLogger("parallel_score")
@@ -65,7 +66,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--parts", type=Path, required=True, help="output folder of the parts")
     parser.add_argument("--id-column", default="id", help="input column copied to row_id")
-    parser.add_argument("--chunk-size", type=int, default=50_000, help="rows per chunk")
+    parser.add_argument("--chunk-size", type=int, default=20_000, help="rows per chunk")
     # The parallel runtime passes its own arguments too: they are not ours to refuse.
     args, _ = parser.parse_known_args(argv)
     return args
@@ -82,6 +83,7 @@ def init(argv: Sequence[str] | None = None) -> None:
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    use_system_allocator()
     trained = load_trained_model(args.model)
     args.parts.mkdir(parents=True, exist_ok=True)
     _state.trained = trained

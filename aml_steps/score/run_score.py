@@ -8,7 +8,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from score import ScoreError, build_manifest, load_trained_model, score_files, write_manifest
+from score import (
+    ScoreError,
+    build_manifest,
+    load_trained_model,
+    score_files,
+    use_system_allocator,
+    write_manifest,
+)
 
 logger = logging.getLogger("run_score")
 
@@ -24,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--predictions", type=Path, required=True, help="output folder")
     parser.add_argument("--run-id", required=True, help="the scoring run id, recorded")
     parser.add_argument("--id-column", default="id", help="input column copied to row_id")
-    parser.add_argument("--chunk-size", type=int, default=50_000, help="rows per chunk")
+    parser.add_argument("--chunk-size", type=int, default=20_000, help="rows per chunk")
     return parser.parse_args(argv)
 
 
@@ -33,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     args = parse_args(argv)
+    use_system_allocator()
     try:
         trained = load_trained_model(args.model)
         logger.info(

@@ -1,13 +1,25 @@
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import run_score
-from score import ScoreError, load_trained_model, score_files, score_frame
+from score import (
+    PredictionsCsv,
+    ScoredChunk,
+    ScoreError,
+    load_trained_model,
+    score_batch,
+    score_files,
+)
 
 from somemodel import load_model
 
@@ -39,8 +51,12 @@ def test_predictions_match_model(tmp_path: Path, trained_dir: Path, iris_df: pd.
     assert list(predictions.columns) == [
         "row_id", "predicted_class", "proba_setosa", "proba_versicolor", "proba_virginica",
     ]  # fmt: skip
+    # 9 decimal places: within half a unit of the last one.
     np.testing.assert_allclose(
-        predictions.iloc[:, 2:].to_numpy(), model.predict_proba(iris_df[FEATURES]), rtol=1e-6
+        predictions.iloc[:, 2:].to_numpy(),
+        model.predict_proba(iris_df[FEATURES]),
+        rtol=0,
+        atol=5e-10 + 1e-15,
     )
     assert predictions["row_id"].tolist() == [f"week.csv:{i}" for i in range(150)]
 
@@ -121,12 +137,16 @@ def test_non_numeric_values_report_rows(
     assert "[21]" in error  # 1-based data row of df index 20, in the first chunk
 
 
+def _batch(df: pd.DataFrame) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pandas(df.reset_index(drop=True), preserve_index=False)
+
+
 def test_non_numeric_rows_in_later_chunk(trained_dir: Path, iris_df: pd.DataFrame) -> None:
     trained = load_trained_model(trained_dir)
-    chunk = iris_df.iloc[100:110].astype({"sepal_width": object}).reset_index(drop=True)
+    chunk = iris_df.iloc[100:110].astype({"sepal_width": str}).reset_index(drop=True)
     chunk.loc[[2, 5], "sepal_width"] = "?"
     with pytest.raises(ScoreError, match=r"'sepal_width' .* rows \[103, 106\]"):
-        score_frame(trained.model, chunk, FEATURES, "id", 100, "f.csv")
+        score_batch(trained.model, _batch(chunk), FEATURES, "id", 100, "f.csv")
 
 
 def test_missing_values_report_rows(trained_dir: Path, iris_df: pd.DataFrame) -> None:
@@ -134,7 +154,98 @@ def test_missing_values_report_rows(trained_dir: Path, iris_df: pd.DataFrame) ->
     chunk = iris_df.iloc[:10].copy()
     chunk.loc[4, "petal_width"] = np.nan
     with pytest.raises(ScoreError, match=r"'petal_width' has missing or infinite .* \[5\]"):
-        score_frame(trained.model, chunk, FEATURES, "id", 0, "f.csv")
+        score_batch(trained.model, _batch(chunk), FEATURES, "id", 0, "f.csv")
+
+
+def test_score_batch_matches_the_model(trained_dir: Path, iris_df: pd.DataFrame) -> None:
+    trained = load_trained_model(trained_dir)
+    chunk = iris_df.iloc[40:60].drop(columns="target").assign(id=[f"r{i}" for i in range(20)])
+    scored = score_batch(trained.model, _batch(chunk), FEATURES, "id", 40, "f.csv")
+    assert scored.row_ids.to_pylist() == [f"r{i}" for i in range(20)]
+    np.testing.assert_array_equal(scored.proba, trained.model.predict_proba(chunk[FEATURES]))
+
+
+class _BrokenModel:
+    """Stands in for a custom model whose predict_proba returns what it should not."""
+
+    classes_ = np.array(["a", "b"])
+
+    def __init__(self, proba: Any) -> None:
+        self.proba = proba
+
+    def predict_proba(self, x: pd.DataFrame) -> Any:
+        return self.proba
+
+
+@pytest.mark.parametrize(
+    ("proba", "message"),
+    [
+        ([[0.5, 0.5], [1.2, -0.2], [0.5, 0.5]], r"outside \[0, 1\] .* rows \[12\]"),
+        ([[0.5, 0.5], [0.5, 0.5], [np.nan, 1.0]], r"outside \[0, 1\] \(or NaN\) .* rows \[13\]"),
+        ([[0.5, 0.5], [0.5, 0.5]], r"shape \(2, 2\) for 3 rows and 2 classes"),
+        ([0.5, 0.5, 0.5], r"shape \(3,\) for 3 rows"),
+    ],
+    ids=["out-of-range", "nan", "too-few-rows", "one-dimensional"],
+)
+def test_model_returning_bad_probabilities_is_refused(proba: Any, message: str) -> None:
+    batch = pa.RecordBatch.from_pydict({"f": [1.0, 2.0, 3.0]})
+    with pytest.raises(ScoreError, match=rf"^f\.csv: the model returned .*{message}"):
+        score_batch(_BrokenModel(np.array(proba)), batch, ["f"], "id", 10, "f.csv")  # type: ignore[arg-type]
+
+
+def test_rounding_error_just_outside_zero_and_one_is_clipped() -> None:
+    batch = pa.RecordBatch.from_pydict({"f": [1.0]})
+    model = _BrokenModel(np.array([[1 + 1e-12, -1e-12]]))
+    scored = score_batch(model, batch, ["f"], "id", 0, "f.csv")  # type: ignore[arg-type]
+    assert scored.proba.tolist() == [[1.0, 0.0]]
+
+
+def _written(classes: list[Any], ids: list[str | None], proba: list[list[float]]) -> str:
+    predictions = PredictionsCsv(classes)
+    out = io.BytesIO()
+    out.write(predictions.header)
+    chunk = ScoredChunk(pa.array(ids, pa.string()).fill_null(""), np.array(proba, dtype=float))
+    predictions.write_rows(out, chunk)
+    return out.getvalue().decode("utf-8")
+
+
+def test_written_rows_quote_every_text_and_parse_back() -> None:
+    ids = ["plain", 'with "quotes"', "comma, inside", "new\nline", "ünï名", "", None, '"']
+    proba = [[0.25, 0.75]] * len(ids)
+    text = _written(['cl"ass', "x,y"], ids, proba)
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0] == ["row_id", "predicted_class", 'proba_cl"ass', "proba_x,y"]
+    assert [row[0] for row in rows[1:]] == [*ids[:6], "", '"']
+    assert {row[1] for row in rows[1:]} == {"x,y"}
+    assert text.startswith('"row_id","predicted_class","proba_cl""ass","proba_x,y"\n')
+    assert text.endswith('"x,y",0.250000000,0.750000000\n')
+    assert '"with ""quotes""","x,y",' in text
+
+
+def test_probabilities_are_written_with_nine_decimals() -> None:
+    proba = [[0.0, 1.0], [1e-9, 1 - 1e-9], [4e-10, 0.9999999996], [1 / 3, 2 / 3], [0.5, 0.5]]
+    text = _written(["a", "b"], ["r"] * 5, proba)
+    cells = [row[2:] for row in csv.reader(io.StringIO(text, newline=""))][1:]
+    assert cells == [
+        ["0.000000000", "1.000000000"],
+        ["0.000000001", "0.999999999"],
+        ["0.000000000", "1.000000000"],
+        ["0.333333333", "0.666666667"],
+        ["0.500000000", "0.500000000"],
+    ]
+    assert all(re.fullmatch(r"[01]\.\d{9}", cell) for row in cells for cell in row)
+
+
+def test_class_labels_are_written_as_metadata_records_them() -> None:
+    text = _written([np.int64(0), np.int64(1)], ["r"], [[0.2, 0.8]])
+    assert text.splitlines() == [
+        '"row_id","predicted_class","proba_0","proba_1"',
+        '"r","1",0.200000000,0.800000000',
+    ]
+
+
+def test_an_empty_chunk_writes_nothing() -> None:
+    assert _written(["a", "b"], [], np.empty((0, 2)).tolist()).count("\n") == 1
 
 
 def test_header_only_csv_gives_zero_rows(tmp_path: Path, trained_dir: Path) -> None:
@@ -177,13 +288,26 @@ def test_tampered_model_refused_before_loading(
     assert loaded == []
 
 
-def test_chunking_gives_identical_output(tmp_path: Path, trained_dir: Path, iris_csv: Path) -> None:
+@pytest.mark.parametrize("chunk_size", [7, 7_001, 1_000_000])
+def test_chunking_gives_identical_output(
+    tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame, chunk_size: int
+) -> None:
+    # 30,000 rows, ~750 KiB: three of Arrow's 256 KiB read blocks, so chunks both split
+    # blocks and join them.
+    big = pd.concat([iris_df.drop(columns="target")] * 200, ignore_index=True)
+    big.insert(0, "id", [f"row-{i}" for i in range(len(big))])
+    csv_path = tmp_path / "big.csv"
+    big.to_csv(csv_path, index=False)
+    assert csv_path.stat().st_size > 2 * (256 << 10)
     trained = load_trained_model(trained_dir)
-    score_files(trained, iris_csv, tmp_path / "one", chunk_size=1000)
-    score_files(trained, iris_csv, tmp_path / "many", chunk_size=7)
+    score_files(trained, csv_path, tmp_path / "one", chunk_size=len(big))
+    score_files(trained, csv_path, tmp_path / "many", chunk_size=chunk_size)
     one = (tmp_path / "one" / "predictions.csv").read_bytes()
     assert one == (tmp_path / "many" / "predictions.csv").read_bytes()
-    assert len(pd.read_csv(tmp_path / "many" / "predictions.csv")) == 150
+    predictions = pd.read_csv(tmp_path / "many" / "predictions.csv")
+    assert predictions["row_id"].tolist() == big["id"].tolist()
+    expected = trained.model.predict(big[FEATURES])
+    assert predictions["predicted_class"].tolist() == list(expected)
 
 
 def test_crash_mid_scoring_leaves_no_outputs(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
@@ -23,8 +24,8 @@ from score import (
     TrainedModel,
     build_manifest,
     load_trained_model,
+    score_batch,
     score_files,
-    score_frame,
 )
 from train import build_metadata, train, write_metadata, write_model
 
@@ -107,34 +108,44 @@ def test_score_files_scores_or_fails_clearly(
         assert manifest["output_rows"] == len(frame)
 
 
+# Arrow types a caller may hand to score_batch, with values of each.
+_KINDS = {
+    "float": (pa.float64(), st.floats(min_value=-1e6, max_value=1e6)),
+    "odd float": (pa.float64(), st.floats(allow_nan=True, allow_infinity=True)),
+    "int": (pa.int64(), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+    "bool": (pa.bool_(), st.booleans()),
+    "text": (pa.string(), cells()),
+}
+
+
 @st.composite
-def frames(draw: st.DrawFn) -> pd.DataFrame:
-    columns = draw(
-        st.lists(
-            st.sampled_from([*FEATURES, ID, "other", "ü"]), min_size=0, max_size=5, unique=True
-        )
+def batches(draw: st.DrawFn) -> pa.RecordBatch:
+    """Mostly the features plus extras (so that many batches score), else any columns."""
+    extras = st.lists(st.sampled_from([ID, "other", "ü"]), max_size=2, unique=True)
+    anything = st.lists(
+        st.sampled_from([*FEATURES, ID, "other", "ü"]), min_size=0, max_size=5, unique=True
     )
+    columns = draw(st.one_of(extras.map(lambda extra: [*FEATURES, *extra]), anything))
     n_rows = draw(st.integers(min_value=1, max_value=8))
-    data = {}
-    for name in columns:
-        values = st.one_of(
-            st.floats(allow_nan=True, allow_infinity=True),
-            st.integers(min_value=-(2**63), max_value=2**63 - 1),
-            st.booleans(),
-            cells(),
-            st.none(),
-        )
-        data[name] = draw(st.lists(values, min_size=n_rows, max_size=n_rows))
-    return pd.DataFrame(data, columns=columns)
+    arrays = []
+    for _ in columns:
+        kind, values = _KINDS[draw(st.sampled_from(["float", "float", *_KINDS]))]
+        if draw(st.booleans()):
+            values = st.one_of(values, st.none())
+        cells_ = draw(st.lists(values, min_size=n_rows, max_size=n_rows))
+        arrays.append(pa.array(cells_, kind))
+    if not columns:
+        return pa.RecordBatch.from_pydict({})
+    return pa.RecordBatch.from_arrays(arrays, names=columns)
 
 
 @FUZZ
-@given(df=frames(), row_offset=st.integers(min_value=0, max_value=10**9))
-def test_score_frame_scores_or_fails_clearly(
-    trained: TrainedModel, df: pd.DataFrame, row_offset: int
+@given(batch=batches(), row_offset=st.integers(min_value=0, max_value=10**9))
+def test_score_batch_scores_or_fails_clearly(
+    trained: TrainedModel, batch: pa.RecordBatch, row_offset: int
 ) -> None:
     try:
-        scored = score_frame(trained.model, df, FEATURES, ID, row_offset, "week.csv")
+        scored = score_batch(trained.model, batch, FEATURES, ID, row_offset, "week.csv")
     except ScoreError as exc:
         refusal = str(exc)
     else:
@@ -144,8 +155,9 @@ def test_score_frame_scores_or_fails_clearly(
         event("refused")
         return
     event("scored")
-    assert len(scored) == len(df)
-    assert scored["row_id"].notna().all()
+    assert len(scored) == batch.num_rows
+    assert scored.row_ids.null_count == 0
+    np.testing.assert_allclose(scored.proba.sum(axis=1), 1.0)
 
 
 @pytest.mark.parametrize(
@@ -159,6 +171,10 @@ def test_unreadable_header_is_a_score_error(
         score_files(trained, tmp_path / "week.csv", tmp_path / "out", id_column=ID)
 
 
-def test_score_frame_on_zero_rows(trained: TrainedModel) -> None:
-    empty = pd.DataFrame({"f1": [], "f2": []}, dtype=float)
-    assert len(score_frame(trained.model, empty, FEATURES, ID, 0, "week.csv")) == 0
+def test_score_batch_on_zero_rows(trained: TrainedModel) -> None:
+    empty = pa.RecordBatch.from_pydict(
+        {"f1": pa.array([], pa.float64()), "f2": pa.array([], pa.int64())}
+    )
+    scored = score_batch(trained.model, empty, FEATURES, ID, 0, "week.csv")
+    assert len(scored) == 0
+    assert scored.proba.shape == (0, 2)

@@ -91,7 +91,7 @@ def test_pipeline_job_as_sent(run: ParallelRun) -> None:
         "entry_script": "parallel_score.py",
         "environment": "azureml:somemodel-env:0123456789abcdef",
         "program_arguments": "--model ${{inputs.model}} --input-data ${{inputs.input_data}}"
-        " --parts ${{outputs.parts}} --id-column customer_id --chunk-size 50000",
+        " --parts ${{outputs.parts}} --id-column customer_id --chunk-size 20000",
     }
     assert (STEPS_DIR / "score" / node["task"]["entry_script"]).is_file()
 
