@@ -42,19 +42,39 @@ class Measured:
     peak_rss_mb: float
 
 
+# Run by a small intermediate Python: fork, exec the command, report the child's
+# own ru_maxrss. Linux carries a parent's peak RSS over fork + exec into the
+# child's, so a child started straight from this (large) process would report
+# at least this process's size; a process forked from the small intermediate
+# starts from a fresh count.
+_SPAWN = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> Measured:
-    """Run a process to completion; its wall time and its own peak RSS (wait4)."""
-    with tempfile.TemporaryFile() as stderr:
+    """Run a process to completion; its wall time and its own peak RSS (see _SPAWN)."""
+    with tempfile.TemporaryFile() as stderr, tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "maxrss"
+        spawn = [sys.executable, "-I", "-S", "-c", _SPAWN, str(report), *argv]
         started = time.perf_counter()
-        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.run(
+            spawn, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, check=False
+        )
         seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
         if process.returncode != 0:
             stderr.seek(0)
             tail = stderr.read().decode(errors="replace")[-2000:]
             raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}):\n{tail}")
-    return Measured(seconds, usage.ru_maxrss / 1024)
+        maxrss_kib = int(report.read_text())
+    return Measured(seconds, maxrss_kib / 1024)
 
 
 @contextmanager

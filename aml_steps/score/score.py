@@ -104,6 +104,12 @@ def _is_number(kind: pa.DataType) -> bool:
     return bool(pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind))
 
 
+def _column(batch: pa.RecordBatch, name: str, source: str) -> pa.Array:
+    if len(batch.schema.get_all_field_indices(name)) > 1:
+        raise ScoreError(f"{source}: column {name!r} appears more than once")
+    return batch.column(name)
+
+
 def feature_matrix(
     batch: pa.RecordBatch, feature_names: list[str], row_offset: int, source: str
 ) -> np.ndarray:
@@ -115,7 +121,7 @@ def feature_matrix(
     missing = [name for name in feature_names if name not in batch.schema.names]
     if missing:
         raise ScoreError(f"{source}: missing feature columns {missing}")
-    columns = [batch.column(name) for name in feature_names]
+    columns = [_column(batch, name, source) for name in feature_names]
     if not all(_is_number(column.type) for column in columns):
         frame = pa.RecordBatch.from_arrays(columns, names=feature_names).to_pandas()
         return _checked_features(frame, feature_names, row_offset, source)
@@ -137,7 +143,7 @@ def row_ids(batch: pa.RecordBatch, id_column: str, row_offset: int, source: str)
     than the model.
     """
     if id_column in batch.schema.names:
-        ids = batch.column(id_column)
+        ids = _column(batch, id_column, source)
         if not pa.types.is_string(ids.type):
             ids = pc.cast(ids, pa.string())
         return pc.fill_null(ids, "")

@@ -120,12 +120,17 @@ _KINDS = {
 
 @st.composite
 def batches(draw: st.DrawFn) -> pa.RecordBatch:
-    """Mostly the features plus extras (so that many batches score), else any columns."""
+    """Mostly the features plus extras (so that many batches score), else any columns.
+
+    Sometimes one name appears twice, as a hand-built batch (not a CSV) allows.
+    """
     extras = st.lists(st.sampled_from([ID, "other", "ü"]), max_size=2, unique=True)
     anything = st.lists(
         st.sampled_from([*FEATURES, ID, "other", "ü"]), min_size=0, max_size=5, unique=True
     )
     columns = draw(st.one_of(extras.map(lambda extra: [*FEATURES, *extra]), anything))
+    if columns and draw(st.integers(min_value=0, max_value=3)) == 0:
+        columns.append(draw(st.sampled_from(columns)))  # a name twice
     n_rows = draw(st.integers(min_value=1, max_value=8))
     arrays = []
     for _ in columns:
