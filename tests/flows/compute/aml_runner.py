@@ -17,16 +17,24 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from azure.ai.ml.entities import Job, PipelineJob
+from azure.storage.blob import ContainerClient
 
+import flows.compute.aml as aml
+from flows.compute.aml import Clock
 from flows.compute.base import EnvironmentRef
 from flows.datastore.blob import BlobDatastore
 from flows.datastore.transfer import download, upload_folder
-from tests.flows.compute.fake_aml import Outcome
+from flows.settings import Settings
+from tests.conftest import TEST_CACHE_DIR
+from tests.flows.compute.fake_aml import WORKSPACE, FakeMLClient, Outcome, Script
+from tests.services import Azurite
 
 DATASTORE_URI = "azureml://datastores/workspaceblobstore/paths/"
 
@@ -43,6 +51,41 @@ for batch in batches:
         sys.exit(f"run() returned {len(results)} results for {len(batch)} files")
     print(*results, sep="\\n")
 """
+
+
+@contextmanager
+def fake_aml_workspace(
+    azurite: Azurite, image: EnvironmentRef, uploads: Path, container_prefix: str, **settings: str
+) -> Iterator[FakeMLClient]:
+    """SOMEMODEL_COMPUTE=aml against the fake workspace, on a new Azurite container.
+
+    The settings (without their SOMEMODEL_ prefix) are added to the workspace's
+    own; every job runs like AML (`run_like_aml`) once it has been queued and run
+    for 0.1 s each.
+    """
+    name = azurite.new_container_name(container_prefix)
+    ContainerClient.from_connection_string(azurite.connection_string, name).create_container()
+    fake = FakeMLClient(uploads, clock=Clock())  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {
+            "COMPUTE": "aml",
+            "DATASTORE": "blob",
+            "BLOB_CONTAINER": name,
+            "BLOB_CONNECTION_STRING": azurite.connection_string,
+            "CACHE_DIR": str(TEST_CACHE_DIR),
+            "AML_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+            "AML_RESOURCE_GROUP": "rg-test",
+            "AML_WORKSPACE": WORKSPACE,
+            **settings,
+        }.items():
+            patch.setenv(f"SOMEMODEL_{key}", value)
+        patch.setattr(aml, "make_ml_client", lambda settings: fake)
+        store = BlobDatastore.from_settings(Settings())
+        fake.jobs.default_script = Script(
+            queued_seconds=0.1, running_seconds=0.1, outcome=run_like_aml(store, image)
+        )
+        yield fake
+        fake.jobs.release()
 
 
 def datastore_path(uri: str) -> str:

@@ -17,20 +17,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from azure.ai.ml.entities import Command, PipelineJob
-from azure.storage.blob import ContainerClient
 
-import flows.compute.aml as aml
 import flows.score as score_flow
 import flows.train as train_flow
-from flows.compute.aml import Clock
 from flows.compute.base import EnvironmentRef
 from flows.datastore.blob import BlobDatastore
 from flows.scoring import ScoreSummary
 from flows.settings import Settings
 from flows.summary import TrainSummary
-from tests.conftest import TEST_CACHE_DIR
-from tests.flows.compute.aml_runner import DATASTORE_URI, run_like_aml
-from tests.flows.compute.fake_aml import WORKSPACE, FakeMLClient, Script
+from tests.flows.compute.aml_runner import DATASTORE_URI, fake_aml_workspace
+from tests.flows.compute.fake_aml import FakeMLClient
 from tests.services import Azurite
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
@@ -49,34 +45,19 @@ def image(step_environment: EnvironmentRef) -> EnvironmentRef:
 def workspace(
     azurite: Azurite, image: EnvironmentRef, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FakeMLClient]:
-    name = azurite.new_container_name("aml-score")
-    ContainerClient.from_connection_string(azurite.connection_string, name).create_container()
-    fake = FakeMLClient(tmp_path_factory.mktemp("aml-uploads"), clock=Clock())  # type: ignore[arg-type]
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {
-            "COMPUTE": "aml",
-            "DATASTORE": "blob",
-            "BLOB_CONTAINER": name,
-            "BLOB_CONNECTION_STRING": azurite.connection_string,
-            "CACHE_DIR": str(TEST_CACHE_DIR),
-            "AML_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
-            "AML_RESOURCE_GROUP": "rg-test",
-            "AML_WORKSPACE": WORKSPACE,
-            "AML_PARALLEL_MIN_FILES": str(FILES),
-            "AML_PARALLEL_INSTANCE_COUNT": "2",
-            "AML_PARALLEL_MINI_BATCH_SIZE": "2",
-            "AML_PARALLEL_PROCESSES_PER_NODE": "1",
-        }.items():
-            patch.setenv(f"SOMEMODEL_{key}", value)
-        patch.setattr(aml, "make_ml_client", lambda settings: fake)
-        store = BlobDatastore.from_settings(Settings())
-        fake.jobs.default_script = Script(
-            queued_seconds=0.1, running_seconds=0.1, outcome=run_like_aml(store, image)
-        )
+    with fake_aml_workspace(
+        azurite,
+        image,
+        tmp_path_factory.mktemp("aml-uploads"),
+        "aml-score",
+        AML_PARALLEL_MIN_FILES=str(FILES),
+        AML_PARALLEL_INSTANCE_COUNT="2",
+        AML_PARALLEL_MINI_BATCH_SIZE="2",
+        AML_PARALLEL_PROCESSES_PER_NODE="1",
+    ) as fake:
         train_flow.seed_sample(Settings())
         score_flow.seed_sample(Settings())
         yield fake
-        fake.jobs.release()
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,14 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import ContainerClient
 
-import flows.compute.aml as aml
-from flows.compute.aml import AmlPreflightError, Clock
+from flows.compute.aml import AmlPreflightError
 from flows.compute.base import EnvironmentRef
 from flows.datastore.blob import BlobDatastore
 from flows.settings import Settings
 from flows.summary import TrainSummary
 from flows.train import SAMPLE_PATH, main, seed_sample, train
-from tests.conftest import TEST_CACHE_DIR
-from tests.flows.compute.aml_runner import DATASTORE_URI, run_like_aml
-from tests.flows.compute.fake_aml import WORKSPACE, FakeMLClient, Script
+from tests.flows.compute.aml_runner import DATASTORE_URI, fake_aml_workspace
+from tests.flows.compute.fake_aml import FakeMLClient
 from tests.services import Azurite
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
@@ -41,31 +39,16 @@ def image(step_environment: EnvironmentRef) -> EnvironmentRef:
 def workspace(
     azurite: Azurite, image: EnvironmentRef, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FakeMLClient]:
-    name = azurite.new_container_name("aml")
-    ContainerClient.from_connection_string(azurite.connection_string, name).create_container()
-    fake = FakeMLClient(tmp_path_factory.mktemp("aml-uploads"), clock=Clock())  # type: ignore[arg-type]
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {
-            "COMPUTE": "aml",
-            "DATASTORE": "blob",
-            "BLOB_CONTAINER": name,
-            "BLOB_CONNECTION_STRING": azurite.connection_string,
-            "CACHE_DIR": str(TEST_CACHE_DIR),
-            "PLAN_DIR": str(tmp_path_factory.mktemp("plans")),
-            "AML_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
-            "AML_RESOURCE_GROUP": "rg-test",
-            "AML_WORKSPACE": WORKSPACE,
-            "AML_REGISTER_MODEL": "true",
-        }.items():
-            patch.setenv(f"SOMEMODEL_{key}", value)
-        patch.setattr(aml, "make_ml_client", lambda settings: fake)
-        store = BlobDatastore.from_settings(Settings())
-        fake.jobs.default_script = Script(
-            queued_seconds=0.1, running_seconds=0.1, outcome=run_like_aml(store, image)
-        )
+    with fake_aml_workspace(
+        azurite,
+        image,
+        tmp_path_factory.mktemp("aml-uploads"),
+        "aml",
+        PLAN_DIR=str(tmp_path_factory.mktemp("plans")),
+        AML_REGISTER_MODEL="true",
+    ) as fake:
         seed_sample(Settings())
         yield fake
-        fake.jobs.release()
 
 
 @pytest.fixture(scope="module")
