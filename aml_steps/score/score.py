@@ -415,7 +415,7 @@ def _columns(path: Path, feature_names: list[str], id_column: str, source: str) 
 
 
 def _rechunked(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    """The same rows, in batches of exactly ``rows`` (the last one may be shorter)."""
+    """The same rows, in batches of exactly ``rows`` (the last one may be shorter, none empty)."""
     pending: list[pa.RecordBatch] = []
     count = 0
     for batch in batches:
@@ -534,8 +534,6 @@ def score_files(
                 relative = path.relative_to(base).as_posix()
                 rows = 0
                 for batch in _iter_batches(path, features, id_column, chunk_size, relative):
-                    if not batch.num_rows:
-                        continue
                     scored = score_batch(model, batch, features, id_column, rows, relative)
                     if pending is not None:
                         pending.result()
