@@ -21,6 +21,8 @@ from flows.compute.base import (
     Compute,
     EnvironmentRef,
     EnvironmentSpec,
+    ModelToRegister,
+    Registration,
     StepInput,
     StepResult,
     StepSpec,
@@ -99,7 +101,7 @@ def write_plan(
 ) -> TrainPlan:
     """Dry run: write the environment and the jobs as AML YAML; upload and submit nothing."""
     # Imported here: azure.ai.ml takes seconds to import, and only plans and AML runs need it.
-    from flows.compute.aml import prefect_tags
+    from flows.compute.aml_client import prefect_tags
     from flows.compute.aml_plan import write_plan as write
 
     wheel = build_wheel(SOMEMODEL_SOURCE, settings.cache_dir / "wheels")
@@ -118,13 +120,9 @@ def write_plan(
 
 
 @task(cache_policy=NO_CACHE)
-def register_model(compute: Compute, model: ModelRef) -> str | None:
-    """Register the verified model in the AML workspace (SOMEMODEL_AML_REGISTER_MODEL)."""
-    register = getattr(compute, "register_model", None)
-    if register is None:
-        get_run_logger().warning(
-            "SOMEMODEL_AML_REGISTER_MODEL is set, but the %s compute has no model registry",
-            compute.kind,
-        )
-        return None
-    return str(register(model.run_id, model.model_path, model.metrics))
+def register_model(compute: Compute, model: ModelRef) -> Registration:
+    """Record the verified model in the compute's registry (SOMEMODEL_AML_REGISTER_MODEL)."""
+    folder = model.model_path.rsplit("/", 1)[0]
+    return compute.register_model(
+        ModelToRegister(model.run_id, folder, model.model_sha256, model.metrics)
+    )

@@ -1,11 +1,9 @@
-"""The Azure ML compute backend: the one module that talks to `MLClient`.
+"""The Azure ML job runner: environments, jobs and models in the workspace.
 
 It takes the pure builders' objects (flows/compute/aml_specs.py) to a
-workspace and waits for them:
+workspace and waits for them. The client, its retries and the preflight checks
+live in flows/compute/aml_client.py, the log stream in flows/compute/aml_logs.py.
 
-- `preflight()` reads the workspace, the compute target and the datastore
-  before anything is uploaded, so a wrong credential, name or role fails the
-  flow at once with what to fix;
 - environments are get-or-create by `name:version` (a content hash): an
   existing version is reused and nothing is built;
 - job names are deterministic (`{run_id}-{step}`): an existing job is attached
@@ -19,21 +17,14 @@ workspace and waits for them:
 
 Transient service errors (429, 5xx, dropped connections) are retried by
 azure-core's retry policy inside each request; what still fails after that is
-retried here with back-off per operation, and user errors (400, 403, 404) are
-not retried at all.
+retried with back-off per operation (`call_with_retry`), and user errors (400,
+403, 404) are not retried at all.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import logging
-import sys
 import tempfile
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,23 +33,17 @@ from typing import Any, TypeVar
 from azure.ai.ml import MLClient
 from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Environment, Job, Model
-from azure.core.credentials import TokenCredential
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
+from flows.compute.aml_client import (
+    Clock,
+    call_with_retry,
+    check_workspace,
+    first_line,
+    make_ml_client,
+    prefect_tags,
+)
+from flows.compute.aml_logs import LogStream
 from flows.compute.aml_specs import (
     AmlTarget,
     build_command_job,
@@ -69,6 +54,8 @@ from flows.compute.aml_specs import (
 from flows.compute.base import (
     EnvironmentRef,
     EnvironmentSpec,
+    ModelToRegister,
+    Registration,
     StepFailedError,
     StepResult,
     StepSpec,
@@ -84,13 +71,6 @@ TERMINAL_STATES = FAILED_STATES | {COMPLETED}
 QUEUED_STATES = frozenset(
     {"NotStarted", "Queued", "Preparing", "Provisioning", "Starting", None, ""}
 )
-TRANSIENT_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
-LOG_TAIL_LINES = 40
-MANAGEMENT_SCOPE = "https://management.azure.com/.default"
-
-
-class AmlPreflightError(RuntimeError):
-    """The workspace cannot be used as configured; the message says which setting or role."""
 
 
 @dataclass(frozen=True)
@@ -110,79 +90,6 @@ class PollSchedule:
         while True:
             yield delay
             delay = min(self.maximum, delay * self.factor)
-
-
-class Clock:
-    """Time, injectable: the tests run an hour-long job in no time."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float, wake: threading.Event | None = None) -> None:
-        if wake is None:
-            time.sleep(seconds)
-        else:
-            wake.wait(seconds)
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return True
-    return (
-        isinstance(exc, HttpResponseError)
-        and not isinstance(exc, ClientAuthenticationError)
-        and exc.status_code in TRANSIENT_STATUS_CODES
-    )
-
-
-def make_credential(settings: Settings) -> TokenCredential:
-    """A service principal when its three settings are given, else DefaultAzureCredential.
-
-    Never an interactive login: these runs are unattended.
-    """
-    from azure.identity import ClientSecretCredential, DefaultAzureCredential
-
-    if settings.aml_tenant_id and settings.aml_client_id and settings.aml_client_secret:
-        return ClientSecretCredential(
-            tenant_id=settings.aml_tenant_id,
-            client_id=settings.aml_client_id,
-            client_secret=settings.aml_client_secret.get_secret_value(),
-        )
-    return DefaultAzureCredential(exclude_interactive_browser_credential=True)
-
-
-def make_ml_client(
-    settings: Settings,
-    credential: TokenCredential | None = None,
-    **client_options: Any,
-) -> MLClient:
-    """The workspace client. The behaviour tests replace this function, and only this one.
-
-    The flows pass `settings` alone. `credential` replaces the one from
-    settings, and `client_options` go to `MLClient` as they are (`cloud` and
-    `cloud_metadata` for a cloud the SDK does not know, `connection_verify`
-    for a CA bundle): the HTTP tests (tests/integration/test_aml_http.py)
-    point the real client at a fake workspace with them.
-    """
-    return MLClient(
-        credential=credential or make_credential(settings),
-        subscription_id=settings.aml_subscription_id,
-        resource_group_name=settings.aml_resource_group,
-        workspace_name=settings.aml_workspace,
-        user_agent="somemodel-pipelines",
-        **client_options,
-    )
-
-
-def prefect_tags() -> dict[str, str]:
-    """The submitting Prefect flow run, as job tags (empty outside a flow run)."""
-    from prefect.runtime import flow_run
-
-    tags = {"prefect_flow_run_id": flow_run.id or ""}
-    # Without PREFECT_UI_URL the runtime still builds a URL, starting with "None/".
-    if (flow_run.ui_url or "").startswith(("http://", "https://")):
-        tags["prefect_flow_run_url"] = flow_run.ui_url
-    return {k: v for k, v in tags.items() if v}
 
 
 class AmlCompute:
@@ -244,26 +151,9 @@ class AmlCompute:
     # --- calls to the service ------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """`fn()`, retried with back-off while the service answers 429/5xx."""
-
-        def log_retry(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            self.log.warning(
-                "Azure ML %s failed transiently (attempt %d): %s; retrying",
-                what,
-                state.attempt_number,
-                _first_line(exc),
-            )
-
-        retrying = Retrying(
-            retry=retry_if_exception(is_transient),
-            stop=stop_after_attempt(self.retry_attempts),
-            wait=wait_random_exponential(multiplier=2, max=60),
-            sleep=self.clock.sleep,
-            before_sleep=log_retry,
-            reraise=True,
+        return call_with_retry(
+            what, fn, attempts=self.retry_attempts, sleep=self.clock.sleep, log=self.log
         )
-        return retrying(fn)
 
     def _find_job(self, name: str) -> Job | None:
         try:
@@ -275,46 +165,7 @@ class AmlCompute:
 
     def preflight(self) -> None:
         """Fail fast, before any upload, when the identity or the workspace is wrong."""
-        where = f"workspace {self.workspace!r}"
-        try:
-            self._call("get workspace", lambda: self.client.workspaces.get(self.workspace))
-        except ClientAuthenticationError as exc:
-            raise AmlPreflightError(
-                f"cannot authenticate to Azure for {where}: {_first_line(exc)}. Give a "
-                "managed identity, workload identity or `az login` to DefaultAzureCredential, "
-                "or set SOMEMODEL_AML_TENANT_ID, SOMEMODEL_AML_CLIENT_ID and "
-                "SOMEMODEL_AML_CLIENT_SECRET for a service principal"
-            ) from exc
-        except ResourceNotFoundError as exc:
-            raise AmlPreflightError(
-                f"{where} not found: check SOMEMODEL_AML_SUBSCRIPTION_ID, "
-                "SOMEMODEL_AML_RESOURCE_GROUP and SOMEMODEL_AML_WORKSPACE"
-            ) from exc
-        except HttpResponseError as exc:
-            raise AmlPreflightError(_access_message(exc, where)) from exc
-        checks: list[tuple[str, Callable[[], object]]] = [
-            (
-                f"compute target {self.target.compute!r} (SOMEMODEL_AML_COMPUTE_TARGET)",
-                lambda: self.client.compute.get(self.target.compute),
-            ),
-            (
-                f"datastore {self.target.datastore!r} (SOMEMODEL_AML_DATASTORE)",
-                lambda: self.client.datastores.get(self.target.datastore),
-            ),
-        ]
-        for what, get in checks:
-            try:
-                self._call(f"get {what}", get)
-            except ResourceNotFoundError as exc:
-                raise AmlPreflightError(f"{where} has no {what}") from exc
-            except HttpResponseError as exc:
-                raise AmlPreflightError(_access_message(exc, f"{what} in {where}")) from exc
-        self.log.info(
-            "Azure ML %s reachable; compute %s, datastore %s",
-            where,
-            self.target.compute,
-            self.target.datastore,
-        )
+        check_workspace(self._call, self.client, self.target, self.workspace, self.log)
 
     # --- environment -------------------------------------------------------------------------
 
@@ -431,7 +282,7 @@ class AmlCompute:
         return found, True
 
     def _wait(self, name: str, url: str, status: str) -> str:
-        stream = _LogStream(self.client, name, self.log)
+        stream = LogStream(self.client, name, self.log)
         stream.start()
         try:
             status = self._poll_until_terminal(name, url, status, stream)
@@ -440,7 +291,7 @@ class AmlCompute:
         except BaseException as exc:
             # Cancellation, a crash or a timeout of the Prefect run: the job
             # must not run on (and bill) without anyone waiting for it.
-            self._cancel(name, reason=_first_line(exc) or type(exc).__name__)
+            self._cancel(name, reason=first_line(exc) or type(exc).__name__)
             raise
         stream.join(self.log_drain_seconds)
         if status == COMPLETED:
@@ -453,7 +304,7 @@ class AmlCompute:
             + (f"\nLast log lines:\n{tail}" if tail else "")
         )
 
-    def _poll_until_terminal(self, name: str, url: str, status: str, stream: _LogStream) -> str:
+    def _poll_until_terminal(self, name: str, url: str, status: str, stream: LogStream) -> str:
         waiting_since = self.clock.now()
         running_since: float | None = None
         delays = self.schedule.delays()
@@ -512,17 +363,18 @@ class AmlCompute:
             )
         except HttpResponseError as exc:
             # Best effort: the original error is what the caller must see.
-            self.log.error("Could not cancel Azure ML job %s: %s", name, _first_line(exc))
+            self.log.error("Could not cancel Azure ML job %s: %s", name, first_line(exc))
 
     # --- model registry --------------------------------------------------------------------
 
-    def register_model(self, run_id: str, model_path: str, metrics: Mapping[str, Any]) -> str:
+    def register_model(self, to_register: ModelToRegister) -> Registration:
         """Register the verified model folder as `{model_name}:{run_id}`; idempotent.
 
         The version is the run id, so a retried flow finds its own registration
         instead of adding a version.
         """
-        folder = model_path.rsplit("/", 1)[0]
+        run_id, folder, metrics = to_register.run_id, to_register.folder, to_register.metrics
+        model_path = folder
         model_id = f"azureml:{self.model_name}:{run_id}"
         try:
             self._call(
@@ -530,7 +382,7 @@ class AmlCompute:
                 lambda: self.client.models.get(name=self.model_name, version=run_id),
             )
             self.log.info("Model %s already registered", model_id)
-            return model_id
+            return Registration(model_id, f"already registered as {model_id}")
         except ResourceNotFoundError:
             pass
         tags = {"run_id": run_id, "model_path": model_path, **_metric_tags(metrics)}
@@ -544,107 +396,10 @@ class AmlCompute:
         )
         self._call(f"register model {model_id}", lambda: self.client.models.create_or_update(model))
         self.log.info("Registered model %s", model_id)
-        return model_id
+        return Registration(model_id, f"registered as {model_id}")
 
 
 # --- log streaming -----------------------------------------------------------------------
-
-
-class _LogStream:
-    """`jobs.stream(name)` in a thread, its output going to the logger line by line.
-
-    The SDK streams by writing to `sys.stdout` and blocks until the job ends;
-    the thread lets the caller poll, time out and cancel meanwhile. When the
-    job fails, the SDK raises with the job's error, which is kept as `error`.
-    """
-
-    def __init__(
-        self,
-        client: MLClient,
-        name: str,
-        log: logging.Logger | logging.LoggerAdapter,
-    ) -> None:
-        self.client = client
-        self.name = name
-        self.log = log
-        self.done = threading.Event()
-        self.error: str | None = None
-        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-        self._thread = threading.Thread(target=self._run, name=f"aml-logs-{name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-    def _line(self, line: str) -> None:
-        if line.strip():
-            self.tail.append(line)
-            self.log.info("[%s] %s", self.name, line)
-
-    def _run(self) -> None:
-        try:
-            with _stdout_of_this_thread(self._line):
-                self.client.jobs.stream(self.name)
-        except Exception as exc:  # the poller decides the outcome; this only keeps the reason
-            self.error = _job_error(exc)
-            self.log.debug("Log stream of %s ended: %s", self.name, self.error)
-        finally:
-            self.done.set()
-
-
-class _ThreadRoutedStdout(io.TextIOBase):
-    """`sys.stdout` that sends the writes of registered threads to a line callback."""
-
-    def __init__(self, fallback: Any) -> None:
-        self.fallback = fallback
-        self.sinks: dict[int, tuple[Callable[[str], None], list[str]]] = {}
-
-    def write(self, text: str) -> int:
-        routed = self.sinks.get(threading.get_ident())
-        if routed is None:
-            return int(self.fallback.write(text))
-        sink, buffer = routed
-        buffer.append(text)
-        if "\n" in text:
-            *lines, rest = "".join(buffer).split("\n")
-            buffer[:] = [rest]
-            for line in lines:
-                sink(line)
-        return len(text)
-
-    def flush(self) -> None:
-        self.fallback.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fallback, name)
-
-
-_router_lock = threading.Lock()
-_router: _ThreadRoutedStdout | None = None
-
-
-@contextlib.contextmanager
-def _stdout_of_this_thread(sink: Callable[[str], None]) -> Iterator[None]:
-    global _router
-    ident = threading.get_ident()
-    with _router_lock:
-        if _router is None or sys.stdout is not _router:
-            _router = _ThreadRoutedStdout(sys.stdout)
-            sys.stdout = _router
-        router = _router
-        router.sinks[ident] = (sink, [])
-    try:
-        yield
-    finally:
-        with _router_lock:
-            _, buffer = router.sinks.pop(ident)
-            if "".join(buffer).strip():
-                sink("".join(buffer))
-            if not router.sinks and sys.stdout is router:
-                sys.stdout = router.fallback
-                _router = None
 
 
 # --- messages -----------------------------------------------------------------------------
@@ -654,37 +409,6 @@ def job_status(job: Job) -> str:
     """The job's status as plain text (the SDK gives an enum whose `str()` is its name)."""
     status = job.status
     return str(getattr(status, "value", status) or "")
-
-
-def _first_line(exc: BaseException | None) -> str:
-    text = str(exc or "").strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _access_message(exc: HttpResponseError, what: str) -> str:
-    if exc.status_code == 403:
-        return (
-            f"the identity may not read {what} (403): give it the 'AzureML Data Scientist' "
-            f"role on the workspace. Service said: {_first_line(exc)}"
-        )
-    return f"cannot read {what} (HTTP {exc.status_code}): {_first_line(exc)}"
-
-
-def _job_error(exc: Exception) -> str:
-    """The job's error message out of the SDK's `Exception : {json}` text."""
-    text = str(getattr(exc, "message", "") or exc).strip()
-    _, _, body = text.partition("Exception :")
-    try:
-        error = json.loads(body.strip()) if body else None
-    except json.JSONDecodeError:
-        error = None
-    if isinstance(error, dict):
-        inner = error.get("error", error)
-        message = inner.get("message") if isinstance(inner, dict) else None
-        code = inner.get("code") if isinstance(inner, dict) else None
-        if message:
-            return f"{code}: {message}" if code else str(message)
-    return text
 
 
 def _metric_tags(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

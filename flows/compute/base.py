@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from flows.datastore.base import InputKind
 
@@ -140,6 +140,29 @@ class StepResult:
     run_id: str = ""
 
 
+@dataclass(frozen=True)
+class ModelToRegister:
+    """A verified model to record in the compute's model registry."""
+
+    run_id: str
+    # The datastore folder holding the model file and metadata.json.
+    folder: str
+    model_sha256: str
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `register_model` did: the registry's id for the model, or why there is none."""
+
+    model_id: str | None
+    message: str
+
+    @property
+    def registered(self) -> bool:
+        return self.model_id is not None
+
+
 class Compute(Protocol):
     kind: str
 
@@ -149,4 +172,8 @@ class Compute(Protocol):
 
     def run_step(self, spec: StepSpec, environment: EnvironmentRef) -> StepResult:
         """Run the step to completion; raise StepFailedError when it fails."""
+        ...
+
+    def register_model(self, model: ModelToRegister) -> Registration:
+        """Record a verified model in the backend's registry (idempotent), or say why not."""
         ...

@@ -26,6 +26,8 @@ from uv import find_uv_bin
 from flows.compute.base import (
     EnvironmentRef,
     EnvironmentSpec,
+    ModelToRegister,
+    Registration,
     StepFailedError,
     StepResult,
     StepSpec,
@@ -142,6 +144,16 @@ class LocalCompute:
         return StepResult(
             spec.step, spec.job_name, "Completed", outputs, url="", duration_seconds=duration
         )
+
+    def register_model(self, model: ModelToRegister) -> Registration:
+        """No registry on this machine: the datastore's trained_models/ is the record."""
+        message = (
+            f"not registered: the local compute has no model registry; the model of run "
+            f"{model.run_id} stays in {model.folder} (set SOMEMODEL_COMPUTE=aml to register "
+            "models in the Azure ML workspace)"
+        )
+        self.log.info("Model %s", message)
+        return Registration(None, message)
 
     def _run_step_process(
         self, spec: StepSpec, argv: list[str], cwd: Path, home: Path, environment: EnvironmentRef

@@ -45,6 +45,7 @@ from azure.storage.blob import ContainerClient, ContentSettings, ExponentialRetr
 from prefect_azure import AzureBlobStorageCredentials
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from flows.azure_auth import azure_credential
 from flows.datastore.base import (
     CHUNK_SIZE,
     DatastoreError,
@@ -411,17 +412,12 @@ def _container_client(
             "the blob connection string is malformed: it needs AccountName, AccountKey (or "
             "SharedAccessSignature) and BlobEndpoint or EndpointSuffix"
         ) from None
-    from azure.identity import ClientSecretCredential, DefaultAzureCredential
-
-    credential: ClientSecretCredential | DefaultAzureCredential
-    if credentials.client_id and credentials.tenant_id and credentials.client_secret:
-        credential = ClientSecretCredential(
-            tenant_id=credentials.tenant_id,
-            client_id=credentials.client_id,
-            client_secret=credentials.client_secret.get_secret_value(),
-        )
-    else:
-        credential = DefaultAzureCredential()
+    secret = credentials.client_secret
+    credential = azure_credential(
+        credentials.tenant_id,
+        credentials.client_id,
+        secret.get_secret_value() if secret is not None else None,
+    )
     return ContainerClient(
         credentials.account_url or "", container, credential=credential, **options
     )

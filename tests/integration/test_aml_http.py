@@ -26,12 +26,8 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.storage.blob import BlobServiceClient
 
-from flows.compute.aml import (
-    AmlCompute,
-    AmlPreflightError,
-    PollSchedule,
-    make_ml_client,
-)
+from flows.compute.aml import AmlCompute, PollSchedule
+from flows.compute.aml_client import AmlPreflightError, make_ml_client
 from flows.compute.aml_specs import AmlTarget, dockerfile
 from flows.compute.base import EnvironmentRef, EnvironmentSpec, StepFailedError
 from flows.plan import data_prep_step

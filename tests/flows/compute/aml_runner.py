@@ -27,7 +27,7 @@ from azure.ai.ml.entities import Job, PipelineJob
 from azure.storage.blob import ContainerClient
 
 import flows.compute.aml as aml
-from flows.compute.aml import Clock
+from flows.compute.aml_client import Clock
 from flows.compute.base import EnvironmentRef
 from flows.datastore.blob import BlobDatastore
 from flows.datastore.transfer import download, upload_folder

@@ -32,7 +32,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 
-from flows.compute.aml import Clock
+from flows.compute.aml_client import Clock
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "rg-test"

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from flows.compute.aml import AmlCompute, AmlPreflightError, PollSchedule
+from flows.compute.aml import AmlCompute, PollSchedule
+from flows.compute.aml_client import AmlPreflightError
 from flows.compute.aml_specs import AmlTarget, build_command_job, environment_id
 from flows.compute.base import (
     EnvironmentRef,
     EnvironmentSpec,
+    ModelToRegister,
     StepFailedError,
     StepInput,
     StepOutput,
@@ -342,11 +344,11 @@ def test_from_settings_runs_preflight_and_tags_nothing_outside_prefect(
 def test_register_model_is_idempotent_and_tagged(fake: FakeMLClient) -> None:
     compute = make_compute(fake)
     run_id = "train-2026-11-23-1a2b3c4d"
-    path = f"trained_models/{run_id}/model.skops"
     metrics = {"accuracy": 0.9666666, "per_class": {"setosa": {"f1": 1.0}}}
-    model_id = compute.register_model(run_id, path, metrics)
+    model = ModelToRegister(run_id, f"trained_models/{run_id}", "ab" * 32, metrics)
+    model_id = compute.register_model(model).model_id
     assert model_id == f"azureml:somemodel:{run_id}"
-    assert compute.register_model(run_id, path, metrics) == model_id
+    assert compute.register_model(model).model_id == model_id
     assert fake.calls["models.create_or_update"] == 1
     model = fake.models.versions[("somemodel", run_id)]
     assert model.path == f"azureml://datastores/workspaceblobstore/paths/trained_models/{run_id}/"

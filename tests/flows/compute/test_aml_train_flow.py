@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import ContainerClient
 
-from flows.compute.aml import AmlPreflightError
+from flows.compute.aml_client import AmlPreflightError
 from flows.compute.base import EnvironmentRef
 from flows.datastore.blob import BlobDatastore
 from flows.settings import Settings
