@@ -33,9 +33,9 @@ from flows.compute.base import (
 from flows.datastore.base import Datastore
 from flows.datastore.transfer import download, upload_folder
 from flows.fsutil import file_lock
-from flows.ledger import COMPLETION_MARKER, CompletionMarker, RunLedger
+from flows.ledger import COMPLETION_MARKER as COMPLETION_MARKER
+from flows.ledger import CompletionMarker, RunLedger
 
-__all__ = ["COMPLETION_MARKER", "EnvironmentBuildError", "LocalCompute"]
 STDERR_TAIL_LINES = 40
 _READY = ".ready.json"
 
