@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -72,6 +73,11 @@ def umask_027() -> Iterator[None]:
 
 def _metadata(model_dir: Path) -> dict[str, object]:
     return json.loads((model_dir / METADATA_FILENAME).read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("record", [ModelMetadata, PredictionsManifest])
+def test_every_field_is_checked(record: type) -> None:
+    assert list(record._checks) == [f.name for f in dataclasses.fields(record)]
 
 
 def test_model_folder_round_trip(model_dir: Path) -> None:

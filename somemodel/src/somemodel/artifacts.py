@@ -157,6 +157,16 @@ def _is_object(value: Any) -> bool:
     return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, ScoredInput):
+        return {"path": value.path, "rows": value.rows}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
 class _Record:
     """A JSON object with a fixed set of keys, each checked on construction and on reading."""
 
@@ -165,7 +175,8 @@ class _Record:
     _what: ClassVar[str]
 
     def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The record as JSON-ready values, key for key as ``metadata.json``/``manifest.json``."""
+        return {name: _plain(getattr(self, name)) for name in self._checks}
 
     @classmethod
     def _check_record(cls, record: Mapping[str, Any], source: str) -> None:
@@ -282,24 +293,6 @@ class ModelMetadata(_Record):
             n_test=n_test,
             created_at=created_at.isoformat(),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "input_path": self.input_path,
-            "target_col": self.target_col,
-            "model_file": self.model_file,
-            "model_sha256": self.model_sha256,
-            "metrics": dict(self.metrics),
-            "feature_names": list(self.feature_names),
-            "classes": list(self.classes),
-            "somemodel_version": self.somemodel_version,
-            "sklearn_version": self.sklearn_version,
-            "python_version": self.python_version,
-            "n_train": self.n_train,
-            "n_test": self.n_test,
-            "created_at": self.created_at,
-        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -512,17 +505,6 @@ class PredictionsManifest(_Record):
             classes=model.classes,
             created_at=created_at.isoformat(),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "model_run_id": self.model_run_id,
-            "model_sha256": self.model_sha256,
-            "inputs": [{"path": item.path, "rows": item.rows} for item in self.inputs],
-            "output_rows": self.output_rows,
-            "classes": list(self.classes),
-            "created_at": self.created_at,
-        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
