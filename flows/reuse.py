@@ -6,8 +6,8 @@ environment version (which covers the wheel and the pip packages), its literal
 parameters except the run id, and a fingerprint of each input file (content
 MD5/sha256, from the datastore). A finished step's outputs are recorded in the
 run ledger under the key (flows/ledger.py); a later step with the same key
-reuses them when they still exist. Any difference in any part gives another key, so reuse never
-crosses different inputs.
+reuses them when they still exist. Any difference in any part gives another
+key, so reuse never crosses different inputs.
 """
 
 from __future__ import annotations
