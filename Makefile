@@ -1,6 +1,6 @@
 # Two commands on a fresh machine with Python 3.11+, Node/npm and make:
 #   make run    train on the bundled sample, locally (no Azure, no server)
-#   make test   the whole test suite (starts Azurite and Prefect servers itself)
+#   make test   the whole test suite (starts Azurite and a Prefect server itself)
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,13 +11,18 @@ UV_VERSION := 0.13.9
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: run test bench lint typecheck check install clean
+.PHONY: run test test-fast bench lint typecheck check install clean
 
 run: $(BIN)/.synced
 	$(BIN)/python flows/train.py $(ARGS)
 
 test: $(BIN)/.synced node_modules/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Unit tests and the flows' orchestration on an in-process compute: no Azurite,
+# no venvs, one Prefect server (launched at collection, it boots meanwhile).
+test-fast: $(BIN)/.synced
+	$(BIN)/pytest -m "not slow and not integration" $(PYTEST_ARGS)
 
 # About 6 minutes on 2 cores; results are recorded in BENCHMARKS.md.
 bench: $(BIN)/.synced

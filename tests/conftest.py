@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from flows.compute.base import EnvironmentRef, StepOutput, StepSpec
-from tests.prefect_server import prefect_server  # noqa: F401  (session fixture: a real server)
-from tests.services import azurite  # noqa: F401  (session fixture: a real Azurite)
+from tests.fakes import InProcessFactory
+
+if TYPE_CHECKING:
+    from tests.prefect_server import PrefectServer
+
+# Session fixtures of the real services: `azurite` and `prefect_server` (which imports services).
+pytest_plugins = ["tests.services", "tests.prefect_server"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CSV = REPO_ROOT / "data" / "sample" / "iris.csv"
@@ -27,6 +34,24 @@ def _no_developer_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator
             if name.startswith("SOMEMODEL_"):
                 patch.delenv(name)
         patch.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flows_logs_outside_flow_runs_stay_local() -> Iterator[None]:
+    """Tests call the backends outside any flow run; their `flows.*` logs are not API logs.
+
+    Prefect would warn on each such line (PREFECT_LOGGING_EXTRA_LOGGERS=flows
+    sends them to the API), and warnings are errors here.
+    """
+    from prefect.context import _temporary_global_settings_context, get_settings_context
+    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
+
+    # The second context is entered after the first: it takes the updated settings.
+    with (
+        temporary_settings(updates={PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}),
+        _temporary_global_settings_context(get_settings_context()),
+    ):
         yield
 
 
@@ -48,13 +73,43 @@ def local_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
-    """A throwaway Prefect server and database for flow tests."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
+    """Flows run in this process report to the session's one real Prefect server.
 
-    # A fresh SQLite database takes 20-30 s to migrate on a 2-core machine.
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+    What `prefect_test_harness` does, minus starting a second server: the API
+    URL in the settings (also as the global settings, for contexts copied
+    before), and the log and event workers drained before the server goes.
+    Tests share the server's database, so they look up their own flow runs by
+    id, never count all of them.
+    """
+    from prefect.context import _temporary_global_settings_context, get_settings_context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        with _temporary_global_settings_context(get_settings_context()):
+            yield prefect_server
+        APILogWorker.drain_all()
+        EventsWorker.drain_all()
+
+
+@pytest.fixture(scope="module")
+def in_process_compute() -> Iterator[InProcessFactory]:
+    """The module's flows run their steps in this process (tests/fakes.py), not in a venv."""
+    import flows.score
+    import flows.tasks
+    import flows.train
+
+    factory = InProcessFactory()
+    with pytest.MonkeyPatch.context() as patch:
+        # The flows' compute seam, until they take their backends as arguments.
+        for module in (flows.train, flows.score):
+            patch.setattr(module, "make_compute", factory)
+        # Every run builds the wheel (uv build, 1-2 s); here once per module is
+        # enough: its reproducibility and use are tested with the local compute.
+        patch.setattr(flows.tasks, "build_wheel", functools.cache(flows.tasks.build_wheel))
+        yield factory
 
 
 @pytest.fixture(scope="session")

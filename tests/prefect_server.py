@@ -1,8 +1,10 @@
 """A real Prefect server for tests: `prefect server start` on a free loopback port.
 
 Each server gets its own PREFECT_HOME (so its own SQLite database and
-profiles), analytics off (no internet here) and no UI. A fresh database takes
-20-30 s or more to migrate on a 2-core machine, so start-up waits up to 180 s.
+profiles), analytics off (no internet here) and no UI. Start-up (importing the
+server, migrating a fresh database) takes 30 s or more on a busy 2-core
+machine, so it waits up to 180 s; the session's server is launched right after
+collection, so the tests before the first one that needs it run meanwhile.
 Commands the test runs against it (`prefect deploy`, `prefect worker start`...)
 get `env()`: the same home and the server's API URL, and nothing of the
 developer's own Prefect or SOMEMODEL_* settings.
@@ -16,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -150,6 +154,7 @@ class PrefectServer:
         self.home = home
         self.port = port or free_port()
         self._server: BackgroundProcess | None = None
+        self._launched = 0.0
 
     @property
     def api_url(self) -> str:
@@ -174,6 +179,11 @@ class PrefectServer:
         )
 
     def start(self) -> None:
+        self.launch()
+        self.wait_healthy()
+
+    def launch(self) -> None:
+        """Start the server process; `wait_healthy()` waits until it answers."""
         self.home.mkdir(parents=True, exist_ok=True)
         env = self.env()
         # The server must not try to reach itself through a client URL.
@@ -192,11 +202,11 @@ class PrefectServer:
             log=self.home / "server.log",
             cwd=self.home,
         )
-        self._wait_healthy()
+        self._launched = time.monotonic()
 
-    def _wait_healthy(self) -> None:
+    def wait_healthy(self) -> None:
         assert self._server is not None
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        deadline = self._launched + STARTUP_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if not self._server.running:
                 raise ServiceStartError(
@@ -278,8 +288,40 @@ def running_prefect_server(home: Path) -> Iterator[PrefectServer]:
         server.stop()
 
 
+_SESSION_SERVER = pytest.StashKey[PrefectServer]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Launch the session's server now if a test will use it: it boots while others run."""
+    if session.config.option.collectonly or not any(
+        "prefect_server" in getattr(item, "fixturenames", ()) for item in session.items
+    ):
+        return
+    home = Path(tempfile.mkdtemp(prefix="prefect-home-"))
+    server = PrefectServer(home)
+    server.launch()
+    session.config.stash[_SESSION_SERVER] = server
+
+    def stop() -> None:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+    session.config.add_cleanup(stop)
+
+
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """A real Prefect server (SQLite, temporary PREFECT_HOME) for the whole session."""
-    with running_prefect_server(tmp_path_factory.mktemp("prefect-home")) as server:
+def prefect_server(request: pytest.FixtureRequest) -> Iterator[PrefectServer]:
+    """The session's one real Prefect server (SQLite, temporary PREFECT_HOME)."""
+    server = request.config.stash.get(_SESSION_SERVER, None)
+    if server is None:  # not launched at collection (a test requested it dynamically)
+        with running_prefect_server(Path(tempfile.mkdtemp(prefix="prefect-home-"))) as server:
+            yield server
+        return
+    try:
+        server.wait_healthy()
+    except ServiceStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
         yield server
+    finally:
+        server.stop()

@@ -53,7 +53,7 @@ InputSummary = ScoredInput
 # --- pure -------------------------------------------------------------------------------
 
 
-def _bad_rows(mask: np.ndarray, row_offset: int) -> list[int]:
+def _bad_rows(mask: np.ndarray | np.bool, row_offset: int) -> list[int]:
     return [int(i) + row_offset + 1 for i in np.flatnonzero(mask)[:_SHOWN_ROWS]]
 
 

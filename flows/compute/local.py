@@ -201,6 +201,8 @@ class LocalCompute:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
         if returncode != 0:
             reason = (
                 f"timed out after {self.step_timeout_seconds:.0f} s"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
@@ -42,6 +44,13 @@ def test_refuses_to_run_without_a_server(capsys: pytest.CaptureFixture[str]) -> 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "local_env")
 def test_set_up_twice_creates_the_pool_once_and_saves_the_summary() -> None:
+    async def delete_pool() -> None:
+        # The session's server is shared: another test may have set up the pool already.
+        async with get_client() as client:
+            with contextlib.suppress(ObjectNotFound):
+                await client.delete_work_pool("somemodel-process")
+
+    asyncio.run(delete_pool())
     first = set_up(Settings())
     second = set_up(Settings())
     assert first.work_pools == ("somemodel-process",)

@@ -1,4 +1,8 @@
-"""The whole score flow on the local compute and the local datastore, through Prefect."""
+"""The whole score flow through Prefect, on the in-process compute and the local datastore.
+
+The same flow on the local compute (venvs, subprocesses) runs in
+tests/flows/test_local_end_to_end.py, on the fake AML workspace in tests/flows/compute/.
+"""
 
 from __future__ import annotations
 
@@ -22,15 +26,18 @@ from flows.train import seed_sample as seed_train_sample
 from flows.train import train
 from somemodel import load_model
 from tests.conftest import TEST_CACHE_DIR
+from tests.fakes import InProcessFactory
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+pytestmark = pytest.mark.usefixtures("prefect_api", "in_process_compute")
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 HEADER = ",".join(["id", *FEATURES])
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDatastore]:
+def store(
+    tmp_path_factory: pytest.TempPathFactory, in_process_compute: InProcessFactory
+) -> Iterator[LocalDatastore]:
     root = tmp_path_factory.mktemp("datastore")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SOMEMODEL_LOCAL_DATASTORE_ROOT", str(root))

@@ -1,4 +1,8 @@
-"""The whole train flow on the local compute and the local datastore, through Prefect."""
+"""The whole train flow through Prefect, on the in-process compute and the local datastore.
+
+The same flow on the local compute (venvs, subprocesses) runs in
+tests/flows/test_local_end_to_end.py, on Azurite in tests/integration/.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,15 @@ from flows.settings import Settings
 from flows.summary import TrainSummary
 from flows.train import SAMPLE_PATH, main, seed_sample, train
 from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR
+from tests.fakes import InProcessFactory
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+pytestmark = pytest.mark.usefixtures("prefect_api", "in_process_compute")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDatastore]:
+def store(
+    tmp_path_factory: pytest.TempPathFactory, in_process_compute: InProcessFactory
+) -> Iterator[LocalDatastore]:
     root = tmp_path_factory.mktemp("datastore")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SOMEMODEL_LOCAL_DATASTORE_ROOT", str(root))

@@ -22,6 +22,8 @@ from train import TrainError, read_prepared, train
 from tests.fuzz.csv_strategies import csv_bytes
 
 TARGET = "target"
+# Hundreds of generated files through the step code: seconds each, so the slow tier.
+pytestmark = pytest.mark.slow
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -33,6 +33,8 @@ from tests.fuzz.csv_strategies import cells, csv_bytes
 
 FEATURES = ["f1", "f2"]
 ID = "id"
+# Hundreds of generated files through the step code: seconds each, so the slow tier.
+pytestmark = pytest.mark.slow
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

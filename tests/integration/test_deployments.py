@@ -168,7 +168,7 @@ def _wait_final(stack: Stack, flow_run_id: UUID) -> FlowRun:
                 return flow_run
             if not stack.worker.running:
                 pytest.fail(f"the worker exited:\n{stack.worker.log_tail()}")
-            time.sleep(2)
+            time.sleep(0.5)
     pytest.fail(
         f"flow run {flow_run_id} not finished after {RUN_TIMEOUT_SECONDS:.0f} s:\n"
         f"{stack.worker.log_tail()}"

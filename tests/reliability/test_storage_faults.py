@@ -17,6 +17,7 @@ import pytest
 import requests
 from azure.core.exceptions import ServiceRequestError
 from azure.core.pipeline.transport import RequestsTransport, RequestsTransportResponse
+from azure.storage.blob import ExponentialRetry
 
 import flows.datastore.blob as blob_module
 from flows.datastore import Datastore, DatastoreError, LocalDatastore
@@ -29,7 +30,7 @@ from tests.services import Azurite, blob_datastore
 LATEST = "trained_models/latest.json"
 
 
-@pytest.fixture(params=["local", "blob"])
+@pytest.fixture(params=["local", pytest.param("blob", marks=pytest.mark.integration)])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Datastore:
     if request.param == "local":
         return LocalDatastore(tmp_path / "root")
@@ -109,6 +110,8 @@ class FlakyTransport(RequestsTransport):
 
 @pytest.fixture
 def flaky(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    # The SDK's back-off grows 2, 4, 8 s whatever the initial one: these tests count attempts.
+    monkeypatch.setattr(ExponentialRetry, "get_backoff_time", lambda self, settings: 0)
     container = azurite.new_container_name("flaky")
     blob_datastore(azurite, container).create_container()
 
@@ -125,6 +128,7 @@ def flaky(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Callable[..., An
     return make
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "status",
     [
@@ -144,6 +148,7 @@ def test_transient_errors_are_retried_then_succeed(flaky, tmp_path: Path, status
     assert store.exists("raw/a.csv")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("status", [503, 429])
 def test_transient_errors_are_retried_a_bounded_number_of_times(
     flaky, tmp_path: Path, status: int
@@ -156,6 +161,7 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(
     assert transport.attempts == 4, "one try and retry_total=3 retries, no more"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("status", [400, 403, 404])
 def test_permanent_errors_are_not_retried(flaky, tmp_path: Path, status: int) -> None:
     store, transport = flaky("PUT", status, failures=1)

@@ -18,7 +18,7 @@ def blob_store(azurite: Azurite) -> BlobDatastore:
     return store
 
 
-@pytest.fixture(params=["local", "blob"])
+@pytest.fixture(params=["local", pytest.param("blob", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Datastore:
     if request.param == "local":
         return LocalDatastore(tmp_path / "root")

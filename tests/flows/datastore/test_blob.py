@@ -18,6 +18,8 @@ from flows.datastore.blob import BlobDatastore
 from flows.settings import Settings
 from tests.services import ACCOUNT_KEY, ACCOUNT_NAME, WRONG_KEY, Azurite, blob_datastore
 
+pytestmark = pytest.mark.integration
+
 MB = 1024 * 1024
 
 
