@@ -20,7 +20,6 @@ import collections
 import contextlib
 import importlib
 import io
-import json
 import logging
 import sys
 import tempfile
@@ -38,9 +37,10 @@ from flows.compute.base import (
     StepResult,
     StepSpec,
 )
-from flows.compute.local import COMPLETION_MARKER, STDERR_TAIL_LINES
-from flows.datastore.base import Datastore, join
+from flows.compute.local import STDERR_TAIL_LINES
+from flows.datastore.base import Datastore
 from flows.datastore.transfer import download, upload_folder
+from flows.ledger import CompletionMarker, RunLedger
 from flows.settings import Settings
 
 IN_PROCESS_LOCATION = "in-process"
@@ -74,7 +74,7 @@ class InProcessCompute:
 
     def run_step(self, spec: StepSpec, environment: EnvironmentRef) -> StepResult:
         outputs = {o.name: o.path for o in spec.outputs}
-        if all(self.datastore.exists(join(path, COMPLETION_MARKER)) for path in outputs.values()):
+        if RunLedger(self.datastore).is_complete(outputs.values()):
             self.log.info("Step %s already completed: reusing its outputs", spec.job_name)
             return StepResult(spec.step, spec.job_name, "Completed", outputs, url="", reused=True)
         started = time.monotonic()
@@ -95,12 +95,9 @@ class InProcessCompute:
             for o in spec.outputs:
                 upload_folder(self.datastore, Path(local_outputs[o.name]), o.path)
         duration = time.monotonic() - started
-        marker = {"job_name": spec.job_name, "environment": environment.id}
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / COMPLETION_MARKER
-            local.write_text(json.dumps(marker))
-            for path in outputs.values():
-                self.datastore.upload_file(local, join(path, COMPLETION_MARKER), overwrite=True)
+        RunLedger(self.datastore).mark_complete(
+            outputs.values(), CompletionMarker(spec.job_name, environment.id, duration)
+        )
         return StepResult(
             spec.step, spec.job_name, "Completed", outputs, url="", duration_seconds=duration
         )
