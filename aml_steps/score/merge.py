@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from score import MANIFEST_FILENAME, PREDICTIONS_FILENAME, ScoreError
+from outputs import MANIFEST_FILENAME, PREDICTIONS_FILENAME, ScoreError
 
 _COPY_BUFFER = 8 << 20
 _MANIFEST_KEYS = ("model_run_id", "model_sha256", "inputs", "output_rows", "classes")

@@ -1,7 +1,7 @@
 """CLI of the merge step: the score shards' outputs in, predictions + manifest out.
 
-    python run_merge.py --shard-0 DIR --shard-1 DIR ... --predictions DIR --run-id ID
-        --expected-files N
+python run_merge.py --shard-0 DIR --shard-1 DIR ... --predictions DIR --run-id ID
+    --expected-files N
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from merge import merge_shards
-from score import ScoreError, write_manifest
+from outputs import ScoreError, write_manifest
 
 logger = logging.getLogger("run_merge")
 _SHARD_FLAG = re.compile(r"^--shard-(\d+)$")

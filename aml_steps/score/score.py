@@ -22,25 +22,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+from outputs import MANIFEST_FILENAME, PREDICTIONS_FILENAME, ScoreError, write_manifest
 from sklearn import config_context
 from threadpoolctl import threadpool_limits
 
 from somemodel import MODEL_FILENAME, ModelLoadError, SomeModel, load_model
 
+__all__ = ["MANIFEST_FILENAME", "PREDICTIONS_FILENAME", "ScoreError", "write_manifest"]
+
 logger = logging.getLogger(__name__)
 
 METADATA_FILENAME = "metadata.json"
-PREDICTIONS_FILENAME = "predictions.csv"
-MANIFEST_FILENAME = "manifest.json"
 _HASH_CHUNK = 1 << 20
 _SHOWN_ROWS = 5
 _READ_BLOCK = 256 << 10  # bytes of CSV Arrow parses at a time
 _PROBA_SCALE = 10**9  # probabilities are written with 9 decimal places
 _PROBA_SLACK = 1e-9  # rounding error tolerated outside [0, 1], then clipped
-
-
-class ScoreError(ValueError):
-    """The model or the input data cannot be scored; the message says what to fix."""
 
 
 @dataclass(frozen=True)
@@ -559,15 +556,3 @@ def score_files(
     finally:
         tmp.unlink(missing_ok=True)
     return summaries
-
-
-def write_manifest(manifest: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``manifest.json`` atomically; call this last, it marks the output complete."""
-    target = out_dir / MANIFEST_FILENAME
-    tmp = out_dir / f".{MANIFEST_FILENAME}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
