@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,3 +97,18 @@ def probe_step(tmp_path: Path, body: str, run_id: str, output: str) -> StepSpec:
         inputs=(),
         outputs=(StepOutput("out", output),),
     )
+
+
+@contextmanager
+def backends_of(**fields: Any) -> Iterator[Any]:
+    """Flows in the block get the backends of `Settings(**fields)`, whatever the environment.
+
+    Yields those settings. This is `flows.backends.use_backends`, the override
+    the flows offer instead of environment variables.
+    """
+    from flows.backends import make_backends, use_backends
+    from flows.settings import Settings
+
+    settings = Settings(**fields)
+    with use_backends(lambda _settings, logger, dry_run: make_backends(settings, logger, dry_run)):
+        yield settings
