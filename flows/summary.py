@@ -19,6 +19,12 @@ class TrainSummary:
     promoted: bool
     registration: Registration | None = None
 
+    artifact_key = "train-summary"
+
+    @property
+    def description(self) -> str:
+        return f"Run {self.run_id}"
+
     def to_markdown(self) -> str:
         lines = [
             f"# Training run `{self.run_id}`",
@@ -64,6 +70,12 @@ class TrainPlan:
     input_path: str
     environment: str
     steps: tuple[StepResult, ...]
+
+    artifact_key = "train-plan"
+
+    @property
+    def description(self) -> str:
+        return f"Dry run {self.run_id}"
 
     @property
     def pipeline_yaml(self) -> Path:

@@ -86,11 +86,8 @@ def _train_steps(
 
 
 def _report(result: TrainSummary | TrainPlan) -> TrainSummary | TrainPlan:
-    key, what = (
-        ("train-summary", "Run") if isinstance(result, TrainSummary) else ("train-plan", "Dry run")
-    )
     create_markdown_artifact(
-        key=key, markdown=result.to_markdown(), description=f"{what} {result.run_id}"
+        key=result.artifact_key, markdown=result.to_markdown(), description=result.description
     )
     return result
 

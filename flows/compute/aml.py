@@ -228,16 +228,23 @@ class AmlCompute:
         self.log.info("Submitting %d Azure ML jobs side by side", len(specs))
         with ThreadPoolExecutor(max_workers=len(specs), thread_name_prefix="aml-job") as pool:
             futures = {pool.submit(run, spec): spec for spec in specs}
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in futures if f in done and f.exception() is not None]
-            if failed:
-                stopping.set()
-                for future, spec in futures.items():
-                    if not future.done():
-                        self._cancel(spec.job_name, reason=f"{futures[failed[0]].job_name} failed")
-                wait(futures)
-                raise failed[0].exception()  # type: ignore[misc]
-        return [future.result() for future in futures]
+            error: BaseException
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in futures if f in done and f.exception() is not None]
+                if not failed:
+                    return [future.result() for future in futures]
+                reason = f"{futures[failed[0]].job_name} failed"
+                error = failed[0].exception()  # type: ignore[assignment]
+            except BaseException as exc:
+                # The flow run was cancelled or crashed while waiting: no job may run on.
+                reason, error = f"the flow stopped waiting ({type(exc).__name__})", exc
+            stopping.set()
+            for future, spec in futures.items():
+                if not future.done():
+                    self._cancel(spec.job_name, reason=reason)
+            wait(futures)
+            raise error
 
     def submit_job(self, job: Job, *, step: str, outputs: Mapping[str, str]) -> StepResult:
         """Submit `job` (or attach to the job of that name) and wait for it to end.
