@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +65,25 @@ def prepare(root: Path, files: int, rows: int, cache: Path) -> tuple[LocalComput
     return compute, compute.prepare_environment(spec)
 
 
+_SPIN = "import time\nt = time.perf_counter()\nx = 0\nfor i in range(20_000_000): x += i\n"
+
+
+def parallel_room() -> float:
+    """How many CPUs the machine gives us right now: 2 spin loops side by side vs 1 alone.
+
+    2.0 on an idle 2-core machine; near 1.0 when other work takes the CPUs.
+    """
+
+    def spin(n: int) -> float:
+        started = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(n)]
+        for proc in procs:
+            proc.wait()
+        return time.perf_counter() - started
+
+    return 2 * spin(1) / spin(2)
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -98,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generating {args.files} CSVs of {args.rows_per_file:,} rows...", flush=True)
         compute, env = prepare(root, args.files, args.rows_per_file, cache)
         best: dict[int, tuple[float, float]] = {}
-        loads = []
+        loads: list[float] = []
+        rooms: list[float] = []
         for repeat in range(args.repeat):
             for shards in (1, 2):
                 run_id = f"score-bench-{shards}-{repeat}"
                 loads.append(os.getloadavg()[0])
+                if shards == 2:
+                    rooms.append(parallel_room())
                 seconds, cpu = score_once(compute, env, run_id, shards, args.files)
                 print(
                     f"  run {repeat + 1}: {shards} shard(s): {seconds:.2f} s wall, "
@@ -122,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(machine())
     print(f"1-minute load average before the runs: {min(loads):.1f} to {max(loads):.1f}")
+    print(
+        "parallel room (2 spin loops side by side vs 1; 2.0 = two free CPUs): "
+        + ", ".join(f"{room:.2f}" for room in rooms)
+    )
     print(f"{args.files} CSVs, {total:,} rows; best of {args.repeat}")
     print("| shards | wall s | CPU s (steps) | rows/s | speed-up |")
     print("|---:|---:|---:|---:|---:|")
