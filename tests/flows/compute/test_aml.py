@@ -401,3 +401,29 @@ def test_fan_out_failure_cancels_the_other_jobs(fake: FakeMLClient, spec: StepSp
     assert all(
         fake.jobs._status(fake.jobs.records[s.job_name]) == "Canceled" for s in (specs[0], specs[2])
     )
+
+
+def test_fan_out_interrupted_while_waiting_cancels_every_job(
+    fake: FakeMLClient, spec: StepSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.compute.aml as aml_module
+
+    specs = _shards(spec, 2)
+    for one in specs:
+        fake.jobs.script(one.job_name, Script(queued_seconds=1, running_seconds=10**12))
+    real_wait = aml_module.wait
+    calls = []
+
+    def cancelled_run(futures, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs)
+        if len(calls) == 1:  # the Prefect run is cancelled while the flow waits
+            while len(fake.jobs.records) < len(specs):
+                threading.Event().wait(0.01)
+            raise KeyboardInterrupt
+        return real_wait(futures, **kwargs)
+
+    monkeypatch.setattr(aml_module, "wait", cancelled_run)
+    compute = make_compute(fake, run_timeout_seconds=10**13, queue_timeout_seconds=10**13)
+    with pytest.raises(KeyboardInterrupt):
+        compute.run_steps(specs, ENV)
+    assert sorted(fake.jobs.cancelled) == sorted(s.job_name for s in specs)
