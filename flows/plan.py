@@ -6,9 +6,6 @@ specs as they are, so the tests can check a whole plan offline.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from flows.compute.base import InputKind, StepInput, StepOutput, StepSpec
 from flows.ledger import (  # noqa: F401  (the layout is the ledger's; flows import it from here too)
     LATEST,
@@ -82,108 +79,75 @@ def score_step(
     )
 
 
-# --- parallel scoring (AML only) ------------------------------------------------------
+# --- sharded scoring: a fan-out of score steps, then a merge ---------------------------
 
-ScoringMode = Literal["command", "parallel"]
-
-PARALLEL_ENTRY_SCRIPT = "parallel_score.py"
-# Every input row must be scored: one file that still fails after its retries
-# fails the job (the predictions would be incomplete, and verification would
-# refuse them anyway, later and at a higher price).
-PARALLEL_ERROR_THRESHOLD = 0
-PARALLEL_MAX_RETRIES = 2
+SHARD_PREFIX = "shard-"
 
 
-@dataclass(frozen=True)
-class ParallelRun:
-    """A step run as an AML parallel job: the step, and how AML splits its data input.
+def score_shard_count(
+    input_kind: InputKind, csv_files: int, max_shards: int, min_files_per_shard: int
+) -> int:
+    """How many score steps to split the input into: 1 for a file or a small folder.
 
-    `spec` is a normal `StepSpec` whose script (`parallel_score.py`) also runs
-    as a command line over all the files one after another; that is how the
-    local backend runs it. On AML, `entry_script`'s `init()`/`run(mini_batch)`
-    are called by the parallel runtime over mini-batches of `data_input`.
+    A folder of `csv_files` CSVs gets up to `max_shards` shards of at least
+    `min_files_per_shard` files each (settings `score_shards`,
+    `score_min_files_per_shard`), the same on every compute backend.
     """
-
-    spec: StepSpec
-    data_input: str
-    instance_count: int
-    mini_batch_size: int
-    max_concurrency_per_instance: int
-    entry_script: str = PARALLEL_ENTRY_SCRIPT
-    error_threshold: int = PARALLEL_ERROR_THRESHOLD
-    max_retries: int = PARALLEL_MAX_RETRIES
+    if input_kind != "uri_folder" or max_shards <= 1:
+        return 1
+    return max(1, min(max_shards, csv_files // max(1, min_files_per_shard)))
 
 
-def scoring_mode(
-    compute_kind: str, input_kind: InputKind, csv_files: int, parallel_min_files: int
-) -> ScoringMode:
-    """`parallel` for a folder of at least `parallel_min_files` CSVs on AML, else `command`.
-
-    0 turns parallel scoring off. The local backend always runs the plain step:
-    on one machine, splitting the files only adds work.
-    """
-    if (
-        compute_kind == "aml"
-        and input_kind == "uri_folder"
-        and parallel_min_files > 0
-        and csv_files >= parallel_min_files
-    ):
-        return "parallel"
-    return "command"
-
-
-def parallel_score_step(
+def score_shard_steps(
     run_id: str,
     model_run_id: str,
     input_path: str,
     id_column: str,
-    *,
-    instance_count: int,
-    mini_batch_size: int,
-    max_concurrency_per_instance: int,
+    shards: int,
     chunk_size: int = 20_000,
-) -> ParallelRun:
-    """Score each CSV under the folder `input_path` into its own part file.
+) -> list[StepSpec]:
+    """Shard k of `shards`: the plain score step over its share of the folder's CSVs.
 
-    Output `prediction_parts/{run_id}/`: per input file, `part-<hash>.csv`
-    (the plain step's predictions of that file, header included) and then
-    `part-<hash>.json` (its relative path, row count and the model's
-    identity). `merge_step` joins them into the one predictions.csv.
+    Every shard gets the whole folder as input and picks its files itself by
+    position in the sorted list of relative paths (contiguous ranges), so a
+    retried shard scores the same files, and the shards' predictions, appended
+    in shard order, are the plain step's. Output:
+    `prediction_parts/{run_id}/shard-{k}/` (predictions.csv + manifest.json);
+    job names `{run_id}-score-{k}`.
     """
-    spec = StepSpec(
-        step="score",
-        run_id=run_id,
-        code_dir=STEPS_DIR / "score",
-        script=PARALLEL_ENTRY_SCRIPT,
-        inputs=(
-            StepInput("model", model_dir(model_run_id), "uri_folder"),
-            StepInput("input_data", input_path, "uri_folder"),
-        ),
-        outputs=(StepOutput("parts", prediction_parts_dir(run_id)),),
-        params={"id_column": id_column, "chunk_size": chunk_size},
-        display_name="score (parallel)",
-    )
-    return ParallelRun(
-        spec=spec,
-        data_input="input_data",
-        instance_count=instance_count,
-        mini_batch_size=mini_batch_size,
-        max_concurrency_per_instance=max_concurrency_per_instance,
-    )
+    plain = score_step(run_id, model_run_id, input_path, "uri_folder", id_column, chunk_size)
+    return [
+        StepSpec(
+            step=f"score_{k}",
+            run_id=run_id,
+            code_dir=plain.code_dir,
+            script=plain.script,
+            inputs=plain.inputs,
+            outputs=(
+                StepOutput("predictions", f"{prediction_parts_dir(run_id)}/{SHARD_PREFIX}{k}"),
+            ),
+            params={**plain.params, "shard_index": k, "shard_count": shards},
+            display_name=f"score shard {k + 1}/{shards}",
+        )
+        for k in range(shards)
+    ]
 
 
-def merge_step(run_id: str, parts_path: str, expected_files: int) -> StepSpec:
-    """Append the part files at `parts_path` into `predictions/{run_id}/` (+ manifest.json).
+def merge_step(run_id: str, shard_paths: list[str], expected_files: int) -> StepSpec:
+    """Append the shards' predictions (in shard order) into `predictions/{run_id}/` + manifest.
 
-    `expected_files` is the number of CSVs the flow found in the input: a part
-    missing for any of them fails the step instead of under-counting.
+    Each shard folder is its own input (`--shard-0 ... --shard-{n-1}`): a
+    reused shard's folder belongs to an earlier run. `expected_files` is the
+    number of CSVs the flow found: shards covering fewer fail the step.
     """
     return StepSpec(
         step="score_merge",
         run_id=run_id,
         code_dir=STEPS_DIR / "score",
         script="run_merge.py",
-        inputs=(StepInput("parts", parts_path, "uri_folder"),),
+        inputs=tuple(
+            StepInput(f"shard_{k}", path, "uri_folder") for k, path in enumerate(shard_paths)
+        ),
         outputs=(StepOutput("predictions", predictions_dir(run_id)),),
         params={"run_id": run_id, "expected_files": expected_files},
         display_name="merge predictions",

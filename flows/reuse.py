@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,3 +114,29 @@ def run_or_reuse(
     result = result if result.run_id else replace(result, run_id=spec.run_id)
     record(datastore, spec, key, result)
     return result
+
+
+def run_or_reuse_all(
+    datastore: Datastore,
+    specs: Sequence[StepSpec],
+    environment: EnvironmentRef,
+    run: Callable[[list[StepSpec]], list[StepResult]],
+    *,
+    force_rerun: bool = False,
+) -> list[StepResult]:
+    """`run_or_reuse` for a fan-out: reuse each step on its own, `run()` the rest together."""
+    keys = [step_key(datastore, spec, environment) for spec in specs]
+    results: list[StepResult | None] = [
+        None if force_rerun else find_reusable(datastore, spec, key)
+        for spec, key in zip(specs, keys, strict=True)
+    ]
+    todo = [i for i, result in enumerate(results) if result is None]
+    for i, result in enumerate(results):
+        if result is not None:
+            logger.info("Reusing step %s of run %s", specs[i].step, result.run_id)
+    fresh = run([specs[i] for i in todo]) if todo else []
+    for i, result in zip(todo, fresh, strict=True):
+        result = result if result.run_id else replace(result, run_id=specs[i].run_id)
+        record(datastore, specs[i], keys[i], result)
+        results[i] = result
+    return [r for r in results if r is not None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.datastore import make_datastore
+from flows.backends import make_datastore
 from flows.settings import REPO_ROOT, Settings
 
 SAMPLES_DIR = REPO_ROOT / "data" / "sample"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Annotated, Protocol, runtime_checkable
+from typing import Annotated
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -18,38 +18,34 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import AfterValidator
 
-from flows.compute import make_compute
-from flows.compute.base import Compute, EnvironmentRef, StepInput, StepResult
-from flows.datastore import make_datastore
+from flows.backends import Backends, open_backends
+from flows.compute.base import EnvironmentRef, StepInput, StepResult
 from flows.datastore.base import Datastore
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import (
     PREDICTIONS_ROOT,
-    ParallelRun,
     merge_step,
-    parallel_score_step,
+    score_shard_count,
+    score_shard_steps,
     score_step,
-    scoring_mode,
 )
 from flows.registry import MODEL_LATEST, ModelRef, check_model_selector, promote
 from flows.registry import resolve_model_run_id as _resolve_model_run_id
-from flows.reuse import run_or_reuse
 from flows.samples import SAMPLES_DIR, seed
 from flows.scoring import PredictionsRef, ScoreSummary, check_score_input, verify_predictions
 from flows.settings import Settings
-from flows.tasks import build_environment, submit_step, upload_wheel, verify_model_blob
+from flows.tasks import (
+    build_environment,
+    submit_step,
+    submit_steps,
+    upload_wheel,
+    verify_model_blob,
+)
 
 SAMPLE_FILE = SAMPLES_DIR / "iris_score.csv"
 SAMPLE_PATH = "samples/iris_score.csv"
 
 ModelSelector = Annotated[str, AfterValidator(check_model_selector)]
-
-
-@runtime_checkable
-class ParallelCompute(Protocol):
-    """A backend that can run a step as a parallel job (AML)."""
-
-    def run_parallel_step(self, run: ParallelRun, environment: EnvironmentRef) -> StepResult: ...
 
 
 @task(cache_policy=NO_CACHE)
@@ -66,40 +62,33 @@ def resolve_model(datastore: Datastore, model: str) -> str:
     return run_id
 
 
-@task(cache_policy=NO_CACHE)
-def submit_parallel_step(
-    compute: Compute,
-    datastore: Datastore,
-    run: ParallelRun,
+def score_in_shards(
+    backends: Backends,
+    run_id: str,
+    model: ModelRef,
+    source: StepInput,
+    csv_files: int,
+    id_column: str,
     environment: EnvironmentRef,
-    force_rerun: bool = False,
-) -> StepResult:
-    """`submit_step` for a parallel run: reused the same way, submitted as an AML parallel job.
+    force_rerun: bool,
+) -> tuple[StepResult, tuple[StepResult, ...]]:
+    """The score step, or shard steps and their merge; returns the step that wrote predictions/.
 
-    A backend without parallel jobs (local) runs the same entry script as a
-    command line over the files one after another.
+    How many shards follows from the input and the settings alone, the same way
+    on every compute: a file or a small folder is one plain step.
     """
-
-    def submit() -> StepResult:
-        if isinstance(compute, ParallelCompute):
-            return compute.run_parallel_step(run, environment)
-        return compute.run_step(run.spec, environment)
-
-    return run_or_reuse(datastore, run.spec, environment, submit, force_rerun=force_rerun)
-
-
-def parallel_run(
-    settings: Settings, run_id: str, model_run_id: str, source: StepInput, id_column: str
-) -> ParallelRun:
-    return parallel_score_step(
-        run_id,
-        model_run_id,
-        source.path,
-        id_column,
-        instance_count=settings.aml_parallel_instance_count,
-        mini_batch_size=settings.aml_parallel_mini_batch_size,
-        max_concurrency_per_instance=settings.aml_parallel_processes_per_node,
+    settings = backends.settings
+    shards = score_shard_count(
+        source.kind, csv_files, settings.score_shards, settings.score_min_files_per_shard
     )
+    if shards == 1:
+        spec = score_step(run_id, model.run_id, source.path, source.kind, id_column)
+        return submit_step(backends, spec, environment, force_rerun), ()
+    get_run_logger().info("Scoring %d CSV files in %d shards", csv_files, shards)
+    specs = score_shard_steps(run_id, model.run_id, source.path, id_column, shards)
+    scored = submit_steps(backends, specs, environment, force_rerun)
+    merge = merge_step(run_id, [r.outputs["predictions"] for r in scored], csv_files)
+    return submit_step(backends, merge, environment, force_rerun), tuple(scored)
 
 
 @task(cache_policy=NO_CACHE)
@@ -139,31 +128,23 @@ def score(
     model and step code reuses the earlier run's predictions (see flows/reuse.py)
     unless `force_rerun` is set.
     """
-    settings = Settings()
     run_id = run_id or _run_name()
-    datastore = make_datastore(settings)
-    compute = make_compute(settings, datastore, logger=get_run_logger())
+    backends = open_backends(Settings(), get_run_logger())
+    datastore = backends.datastore
 
     source, csv_files = check_csv_input(datastore, input_path)
     model_run_id = resolve_model(datastore, model)
     verified = verify_model_blob(datastore, model_run_id)
-    wheel = upload_wheel(datastore, settings)
-    environment = build_environment(compute, settings, wheel)
-    parallel = None
-    mode = scoring_mode(compute.kind, source.kind, csv_files, settings.aml_parallel_min_files)
-    if mode == "parallel":
-        # One part per CSV on many nodes, then a small job appends them into predictions.csv.
-        run = parallel_run(settings, run_id, verified.run_id, source, id_column)
-        parallel = submit_parallel_step(compute, datastore, run, environment, force_rerun)
-        spec = merge_step(run_id, parallel.outputs["parts"], csv_files)
-    else:
-        spec = score_step(run_id, verified.run_id, source.path, source.kind, id_column)
-    scored = submit_step(compute, datastore, spec, environment, force_rerun)
+    wheel = upload_wheel(backends)
+    environment = build_environment(backends, wheel)
+    scored, shards = score_in_shards(
+        backends, run_id, verified, source, csv_files, id_column, environment, force_rerun
+    )
     predictions = verify_predictions_blob(datastore, scored.run_id, verified)
     promoted = promote_predictions(datastore, predictions)
 
     summary = ScoreSummary(
-        run_id, input_path, environment, scored, verified, predictions, promoted, parallel
+        run_id, input_path, environment, scored, verified, predictions, promoted, shards
     )
     create_markdown_artifact(
         key="score-summary", markdown=summary.to_markdown(), description=f"Run {run_id}"

@@ -193,8 +193,8 @@ class ScoreSummary:
     model: ModelRef
     predictions: PredictionsRef
     promoted: bool
-    # The AML parallel job that scored the parts `step` merged (parallel mode only).
-    parallel: StepResult | None = None
+    # The shard steps whose outputs `step` merged (a sharded run only).
+    shards: tuple[StepResult, ...] = ()
 
     def distribution(self) -> str:
         """`setosa 10, versicolor 12, ...` (or `none` for zero rows)."""
@@ -226,13 +226,10 @@ class ScoreSummary:
             f"- environment: `{self.environment.id}`"
             + (" (reused)" if self.environment.reused else " (built)"),
             *(
-                [
-                    f"- parallel job: `{self.parallel.job_name}` {self.parallel.status}"
-                    + (f" ([open]({self.parallel.url}))" if self.parallel.url else "")
-                    + ": one part per input file, merged by the step below"
-                ]
-                if self.parallel
-                else []
+                f"- shard: `{shard.job_name}` {shard.status}"
+                + (f" ([open]({shard.url}))" if shard.url else "")
+                + (f", reused from run `{shard.run_id}`" if shard.run_id != self.run_id else "")
+                for shard in self.shards
             ),
             f"- step: `{self.step.job_name}` {self.step.status}"
             + (f" ([open]({self.step.url}))" if self.step.url else ""),

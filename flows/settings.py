@@ -77,11 +77,15 @@ class Settings(BaseSettings):
     aml_run_timeout_seconds: float = Field(default=6 * 3600, gt=0)
     aml_register_model: bool = False
     aml_model_name: str = "somemodel"
-    aml_parallel_instance_count: int = Field(default=2, ge=1)
-    # Scoring goes parallel on AML for a folder of at least this many CSVs (0: never).
-    aml_parallel_min_files: int = Field(default=0, ge=0)
-    aml_parallel_mini_batch_size: int = Field(default=1, ge=1)
-    aml_parallel_processes_per_node: int = Field(default=2, ge=1)
+
+    # --- scoring ------------------------------------------------------------------
+    # A folder of CSVs is scored by up to this many shard steps run concurrently
+    # (then merged); 1 scores every folder in one step.
+    score_shards: int = Field(default=1, ge=1)
+    # ...with at least this many CSV files per shard (fewer shards for small folders).
+    score_min_files_per_shard: int = Field(default=2, ge=1)
+    # How many steps of a fan-out the local compute runs at once (0: one per CPU).
+    local_max_parallel: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.compute.base import EnvironmentRef, StepResult
+from flows.compute.base import EnvironmentRef, Registration, StepResult
 from flows.registry import ModelRef
 
 
@@ -17,6 +17,13 @@ class TrainSummary:
     steps: tuple[StepResult, ...]
     model: ModelRef
     promoted: bool
+    registration: Registration | None = None
+
+    artifact_key = "train-summary"
+
+    @property
+    def description(self) -> str:
+        return f"Run {self.run_id}"
 
     def to_markdown(self) -> str:
         lines = [
@@ -28,6 +35,7 @@ class TrainSummary:
             f"- model: `{self.model.model_path}` ({self.model.uri})",
             f"- model sha256: `{self.model.model_sha256}`",
             f"- promoted to latest: {'yes' if self.promoted else 'no (a newer model is latest)'}",
+            *([f"- model registry: {self.registration.message}"] if self.registration else []),
             "",
             "| step | job | status | reused | link |",
             "|---|---|---|---|---|",
@@ -55,25 +63,31 @@ def _flatten(metrics: dict[str, object], prefix: str = "") -> list[tuple[str, st
 
 
 @dataclass(frozen=True)
-class PlannedJob:
-    step: str
-    job_name: str
-    yaml_path: Path
-
-
-@dataclass(frozen=True)
 class TrainPlan:
-    """What a dry run wrote: where, the environment and the jobs, in submission order."""
+    """What a dry run wrote: the pipeline job (its steps, in submission order) and its folder."""
 
     run_id: str
     input_path: str
-    folder: Path
     environment: str
-    environment_yaml: Path
-    jobs: tuple[PlannedJob, ...]
+    steps: tuple[StepResult, ...]
+
+    artifact_key = "train-plan"
+
+    @property
+    def description(self) -> str:
+        return f"Dry run {self.run_id}"
+
+    @property
+    def pipeline_yaml(self) -> Path:
+        # The planning compute reports where it wrote each step's pipeline as its URL.
+        return Path(self.steps[-1].url)
+
+    @property
+    def folder(self) -> Path:
+        return self.pipeline_yaml.parent
 
     def files(self) -> list[Path]:
-        return [self.environment_yaml, *(job.yaml_path for job in self.jobs)]
+        return sorted(self.folder.glob("*.yaml"))
 
     def to_markdown(self) -> str:
         lines = [
@@ -81,11 +95,12 @@ class TrainPlan:
             "",
             f"- input: `{self.input_path}`",
             f"- folder: `{self.folder}`",
-            f"- environment `{self.environment}`: `{self.environment_yaml.name}`"
-            " (created only if that version does not exist)",
+            f"- pipeline job: `{self.pipeline_yaml.name}` "
+            f"(`az ml job create -f {self.pipeline_yaml}`)",
+            f"- environment `{self.environment}` (built from `environment/`)",
             "",
-            "| step | job name | definition |",
+            "| step | job name | status |",
             "|---|---|---|",
         ]
-        lines += [f"| {j.step} | `{j.job_name}` | `{j.yaml_path.name}` |" for j in self.jobs]
+        lines += [f"| {s.step} | `{s.job_name}` | {s.status} |" for s in self.steps]
         return "\n".join(lines)

@@ -17,8 +17,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.backends import Backends
 from flows.compute.base import (
-    Compute,
     EnvironmentRef,
     EnvironmentSpec,
     ModelToRegister,
@@ -31,10 +31,12 @@ from flows.compute.base import (
 from flows.datastore.base import Datastore
 from flows.datastore.transfer import resolve_input
 from flows.registry import ModelRef, promote, verify_model
-from flows.reuse import run_or_reuse
-from flows.settings import Settings
-from flows.summary import TrainPlan
+from flows.reuse import run_or_reuse, run_or_reuse_all
 from flows.wheel import SOMEMODEL_SOURCE, build_wheel
+
+
+class RunIncompleteError(RuntimeError):
+    """A run stopped after part of its work: the message says what was done and what was not."""
 
 
 @task(cache_policy=NO_CACHE)
@@ -45,9 +47,12 @@ def check_input(datastore: Datastore, input_path: str) -> StepInput:
 
 
 @task(cache_policy=NO_CACHE)
-def upload_wheel(datastore: Datastore, settings: Settings) -> WheelRef:
-    wheel = build_wheel(SOMEMODEL_SOURCE, settings.cache_dir / "wheels")
-    if datastore.exists(wheel.datastore_path):
+def upload_wheel(backends: Backends) -> WheelRef:
+    wheel = build_wheel(SOMEMODEL_SOURCE, backends.settings.cache_dir / "wheels")
+    datastore = backends.datastore
+    if backends.dry_run:
+        get_run_logger().info("Dry run: wheel %s built, not uploaded", wheel.filename)
+    elif datastore.exists(wheel.datastore_path):
         get_run_logger().info("Wheel %s already uploaded", wheel.datastore_path)
     else:
         datastore.upload_file(wheel.local_path, wheel.datastore_path)
@@ -56,29 +61,50 @@ def upload_wheel(datastore: Datastore, settings: Settings) -> WheelRef:
 
 
 @task(cache_policy=NO_CACHE)
-def build_environment(compute: Compute, settings: Settings, wheel: WheelRef) -> EnvironmentRef:
+def build_environment(backends: Backends, wheel: WheelRef) -> EnvironmentRef:
+    settings = backends.settings
     spec = EnvironmentSpec(
         name=settings.environment_name,
         base_image=settings.base_image,
         pip_packages=settings.pip_packages,
         wheel=wheel,
     )
-    return compute.prepare_environment(spec)
+    return backends.compute.prepare_environment(spec)
 
 
 @task(cache_policy=NO_CACHE)
 def submit_step(
-    compute: Compute,
-    datastore: Datastore,
-    spec: StepSpec,
-    environment: EnvironmentRef,
-    force_rerun: bool = False,
+    backends: Backends, spec: StepSpec, environment: EnvironmentRef, force_rerun: bool = False
 ) -> StepResult:
+    """Run the step on the compute, or reuse an earlier run's identical step (flows/reuse.py)."""
+    compute = backends.compute
+    if backends.dry_run:  # planned, not run: nothing to reuse, no record to write
+        return compute.run_step(spec, environment)
     return run_or_reuse(
-        datastore,
+        backends.datastore,
         spec,
         environment,
         lambda: compute.run_step(spec, environment),
+        force_rerun=force_rerun,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def submit_steps(
+    backends: Backends,
+    specs: list[StepSpec],
+    environment: EnvironmentRef,
+    force_rerun: bool = False,
+) -> list[StepResult]:
+    """`submit_step` for a fan-out: each step reused on its own, the rest run concurrently."""
+    compute = backends.compute
+    if backends.dry_run:
+        return compute.run_steps(specs, environment)
+    return run_or_reuse_all(
+        backends.datastore,
+        specs,
+        environment,
+        lambda todo: compute.run_steps(todo, environment),
         force_rerun=force_rerun,
     )
 
@@ -91,38 +117,35 @@ def verify_model_blob(datastore: Datastore, run_id: str) -> ModelRef:
 
 
 @task(cache_policy=NO_CACHE)
-def promote_model(datastore: Datastore, model: ModelRef) -> bool:
-    return promote(datastore, model)
+def register_model(backends: Backends, model: ModelRef) -> Registration:
+    """Record the verified model in the compute's registry, when SOMEMODEL_AML_REGISTER_MODEL is on.
 
-
-@task(cache_policy=NO_CACHE)
-def write_plan(
-    settings: Settings, run_id: str, steps: tuple[StepSpec, ...], input_path: str
-) -> TrainPlan:
-    """Dry run: write the environment and the jobs as AML YAML; upload and submit nothing."""
-    # Imported here: azure.ai.ml takes seconds to import, and only plans and AML runs need it.
-    from flows.compute.aml_client import prefect_tags
-    from flows.compute.aml_plan import write_plan as write
-
-    wheel = build_wheel(SOMEMODEL_SOURCE, settings.cache_dir / "wheels")
-    environment = EnvironmentSpec(
-        settings.environment_name, settings.base_image, settings.pip_packages, wheel
-    )
-    plan = write(
-        settings, settings.plan_dir / run_id, environment, steps, input_path, prefect_tags()
-    )
-    get_run_logger().info(
-        "Dry run: wrote %d Azure ML definitions to %s; nothing was submitted",
-        len(plan.files()),
-        plan.folder,
-    )
-    return plan
-
-
-@task(cache_policy=NO_CACHE)
-def register_model(compute: Compute, model: ModelRef) -> Registration:
-    """Record the verified model in the compute's registry (SOMEMODEL_AML_REGISTER_MODEL)."""
+    Runs before promotion: a registration that fails leaves latest.json where
+    it was, and the error says what was done (trained, verified) and what was not.
+    """
+    if not backends.settings.aml_register_model:
+        return Registration(None, "not registered: SOMEMODEL_AML_REGISTER_MODEL is off")
     folder = model.model_path.rsplit("/", 1)[0]
-    return compute.register_model(
-        ModelToRegister(model.run_id, folder, model.model_sha256, model.metrics)
-    )
+    try:
+        return backends.compute.register_model(
+            ModelToRegister(model.run_id, folder, model.model_sha256, model.metrics)
+        )
+    except Exception as exc:  # re-raised with what was and was not done
+        raise RunIncompleteError(
+            f"the model of run {model.run_id} was trained and verified ({model.model_path}), "
+            f"but registering it failed: {exc}. trained_models/latest.json was not moved. "
+            f"Run again with run_id={model.run_id} to retry: finished steps are reused"
+        ) from exc
+
+
+@task(cache_policy=NO_CACHE)
+def promote_model(datastore: Datastore, model: ModelRef, registration: Registration) -> bool:
+    try:
+        return promote(datastore, model)
+    except Exception as exc:  # re-raised with what was and was not done
+        raise RunIncompleteError(
+            f"the model of run {model.run_id} was trained and verified (registry: "
+            f"{registration.message}), "
+            f"but moving trained_models/latest.json failed: {exc}. latest.json still names "
+            "the previous model"
+        ) from exc

@@ -14,8 +14,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from flows.compute import make_compute
-from flows.datastore import Datastore, make_datastore
+from flows.backends import Backends, open_backends
+from flows.compute.base import EnvironmentRef, StepResult
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
 from flows.samples import SAMPLES_DIR, seed
@@ -29,7 +29,6 @@ from flows.tasks import (
     submit_step,
     upload_wheel,
     verify_model_blob,
-    write_plan,
 )
 
 SAMPLE_FILE = SAMPLES_DIR / "iris.csv"
@@ -54,50 +53,43 @@ def train(
     `run_id` defaults to a name derived from the flow run; pass an earlier run's
     id to resume it (finished steps are reused, not run again). A step whose
     code, environment, parameters and input data are unchanged since an earlier
-    run reuses that run's output unless `force_rerun` is set. `dry_run` writes
-    the Azure ML environment and jobs as YAML under `plans/{run_id}/` and
-    submits nothing.
+    run reuses that run's output unless `force_rerun` is set. `dry_run` runs the
+    same recipe with the planning compute: it writes the steps as one Azure ML
+    pipeline job under `plans/{run_id}/` and submits nothing.
     """
-    settings = Settings()
     run_id = run_id or _run_name()
-    datastore = make_datastore(settings)
+    backends = open_backends(Settings(), get_run_logger(), dry_run=dry_run)
+    environment, steps = _train_steps(backends, run_id, input_path, target_col, force_rerun)
     if dry_run:
-        return _plan(settings, datastore, run_id, input_path, target_col)
-    compute = make_compute(settings, datastore, logger=get_run_logger())
+        return _report(TrainPlan(run_id, input_path, environment.id, steps))
+    model = verify_model_blob(backends.datastore, steps[-1].run_id)
+    registration = register_model(backends, model)
+    promoted = promote_model(backends.datastore, model, registration)
+    return _report(
+        TrainSummary(run_id, input_path, environment, steps, model, promoted, registration)
+    )
 
-    source = check_input(datastore, input_path)
-    wheel = upload_wheel(datastore, settings)
-    environment = build_environment(compute, settings, wheel)
+
+def _train_steps(
+    backends: Backends, run_id: str, input_path: str, target_col: str, force_rerun: bool
+) -> tuple[EnvironmentRef, tuple[StepResult, ...]]:
+    """The recipe up to the trained model: wheel, environment, data prep, train."""
+    source = check_input(backends.datastore, input_path)
+    wheel = upload_wheel(backends)
+    environment = build_environment(backends, wheel)
     prep_spec = data_prep_step(run_id, source.path, source.kind, target_col)
-    prepared = submit_step(compute, datastore, prep_spec, environment, force_rerun)
-    train_spec = train_step(
-        run_id, prepared.outputs["output_dataframe_path"], target_col, input_path
-    )
-    trained = submit_step(compute, datastore, train_spec, environment, force_rerun)
-    model = verify_model_blob(datastore, trained.run_id)
-    promoted = promote_model(datastore, model)
-    if settings.aml_register_model:
-        register_model(compute, model)
+    prepared = submit_step(backends, prep_spec, environment, force_rerun)
+    prepared_path = prepared.outputs["output_dataframe_path"]
+    train_spec = train_step(run_id, prepared_path, target_col, input_path)
+    trained = submit_step(backends, train_spec, environment, force_rerun)
+    return environment, (prepared, trained)
 
-    summary = TrainSummary(run_id, input_path, environment, (prepared, trained), model, promoted)
+
+def _report(result: TrainSummary | TrainPlan) -> TrainSummary | TrainPlan:
     create_markdown_artifact(
-        key="train-summary", markdown=summary.to_markdown(), description=f"Run {run_id}"
+        key=result.artifact_key, markdown=result.to_markdown(), description=result.description
     )
-    return summary
-
-
-def _plan(
-    settings: Settings, datastore: Datastore, run_id: str, input_path: str, target_col: str
-) -> TrainPlan:
-    source = check_input(datastore, input_path)
-    prep_spec = data_prep_step(run_id, source.path, source.kind, target_col)
-    prepared = prep_spec.output("output_dataframe_path").path
-    train_spec = train_step(run_id, prepared, target_col, input_path)
-    plan = write_plan(settings, run_id, (prep_spec, train_spec), input_path)
-    create_markdown_artifact(
-        key="train-plan", markdown=plan.to_markdown(), description=f"Dry run {run_id}"
-    )
-    return plan
+    return result
 
 
 def seed_sample(settings: Settings) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -96,20 +97,17 @@ def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
 
 @pytest.fixture(scope="module")
 def in_process_compute() -> Iterator[InProcessFactory]:
-    """The module's flows run their steps in this process (tests/fakes.py), not in a venv."""
-    import flows.score
-    import flows.tasks
-    import flows.train
+    """A compute factory whose steps run in this process (tests/fakes.py), not in a venv.
 
-    factory = InProcessFactory()
+    Pass it to `backends_of(compute=...)`: flows in that block run on it.
+    """
+    import flows.tasks
+
     with pytest.MonkeyPatch.context() as patch:
-        # The flows' compute seam, until they take their backends as arguments.
-        for module in (flows.train, flows.score):
-            patch.setattr(module, "make_compute", factory)
         # Every run builds the wheel (uv build, 1-2 s); here once per module is
         # enough: its reproducibility and use are tested with the local compute.
         patch.setattr(flows.tasks, "build_wheel", functools.cache(flows.tasks.build_wheel))
-        yield factory
+        yield InProcessFactory()
 
 
 @pytest.fixture(scope="session")
@@ -150,3 +148,26 @@ def probe_step(tmp_path: Path, body: str, run_id: str, output: str) -> StepSpec:
         inputs=(),
         outputs=(StepOutput("out", output),),
     )
+
+
+@contextmanager
+def backends_of(compute: InProcessFactory | None = None, **fields: Any) -> Iterator[Any]:
+    """Flows in the block get the backends of `Settings(**fields)`, whatever the environment.
+
+    Yields those settings. This is `flows.backends.use_backends`, the override
+    the flows offer instead of environment variables. With `compute`, steps run
+    on the compute it makes (a dry run still plans with the planning compute).
+    """
+    from flows.backends import Backends, make_backends, make_datastore, use_backends
+    from flows.settings import Settings
+
+    settings = Settings(**fields)
+
+    def factory(_settings: Settings, logger: Any, dry_run: bool) -> Backends:
+        if compute is None or dry_run:
+            return make_backends(settings, logger, dry_run)
+        datastore = make_datastore(settings)
+        return Backends(settings, datastore, compute(settings, datastore, logger))
+
+    with use_backends(factory):
+        yield settings

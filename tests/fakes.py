@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -33,6 +33,8 @@ from flows.compute.base import (
     Compute,
     EnvironmentRef,
     EnvironmentSpec,
+    ModelToRegister,
+    Registration,
     StepFailedError,
     StepResult,
     StepSpec,
@@ -53,8 +55,6 @@ class InProcessCompute:
     between instances (the flows make a backend per run) to see reuse.
     """
 
-    kind = "in-process"
-
     def __init__(
         self,
         datastore: Datastore,
@@ -71,6 +71,13 @@ class InProcessCompute:
         reused = ref.id in self.environments
         self.environments.add(ref.id)
         return EnvironmentRef(spec.name, spec.version, IN_PROCESS_LOCATION, reused=reused)
+
+    def run_steps(self, specs: Sequence[StepSpec], environment: EnvironmentRef) -> list[StepResult]:
+        """One after another: the steps share this process's stdout and logging."""
+        return [self.run_step(spec, environment) for spec in specs]
+
+    def register_model(self, model: ModelToRegister) -> Registration:
+        return Registration(None, f"not registered: in-process test compute ({model.run_id})")
 
     def run_step(self, spec: StepSpec, environment: EnvironmentRef) -> StepResult:
         outputs = {o.name: o.path for o in spec.outputs}
@@ -158,7 +165,7 @@ def _captured(tail: collections.deque[str]) -> Iterator[None]:
 
 
 class InProcessFactory:
-    """Stands in for `flows.compute.make_compute`: one `InProcessCompute` per flow run.
+    """Stands in for `flows.backends.make_compute`: one `InProcessCompute` per flow run.
 
     Every backend it made shares one set of environments, and `steps_run` lists
     the jobs they ran, in order.

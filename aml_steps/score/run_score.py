@@ -27,6 +27,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run-id", required=True, help="the scoring run id, recorded")
     parser.add_argument("--id-column", default="id", help="input column copied to row_id")
     parser.add_argument("--chunk-size", type=int, default=20_000, help="rows per chunk")
+    parser.add_argument(
+        "--shard-index", type=int, default=0, help="score only this shard of the files (0-based)"
+    )
+    parser.add_argument(
+        "--shard-count", type=int, default=1, help="how many shards the files are split into"
+    )
     return parser.parse_args(argv)
 
 
@@ -45,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             args.predictions,
             id_column=args.id_column,
             chunk_size=args.chunk_size,
+            shard=(args.shard_index, args.shard_count),
         )
     except ScoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+from outputs import ScoreError
 from sklearn import config_context
 from threadpoolctl import threadpool_limits
 
@@ -33,16 +34,14 @@ from somemodel.artifacts import (
     load_verified_model,
 )
 
+__all__ = ["ScoreError"]
+
 logger = logging.getLogger(__name__)
 
 _SHOWN_ROWS = 5
 _READ_BLOCK = 256 << 10  # bytes of CSV Arrow parses at a time
 _PROBA_SCALE = 10**9  # probabilities are written with 9 decimal places
 _PROBA_SLACK = 1e-9  # rounding error tolerated outside [0, 1], then clipped
-
-
-class ScoreError(ValueError):
-    """The model or the input data cannot be scored; the message says what to fix."""
 
 
 # A model folder and an input's row count, as the artifact contract defines them.
@@ -335,6 +334,17 @@ def list_csv_files(path: Path) -> list[Path]:
     return files
 
 
+def shard_files(files: list[Path], index: int, count: int) -> list[Path]:
+    """Shard ``index`` of ``count``: a contiguous range of ``files`` (already sorted).
+
+    Contiguous, so the shards' outputs appended in shard order are the unsharded
+    output; by position in the sorted list, so a retried shard gets the same files.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise ScoreError(f"shard {index} of {count} does not exist: need 0 <= index < count")
+    return files[index * len(files) // count : (index + 1) * len(files) // count]
+
+
 def _columns(path: Path, feature_names: list[str], id_column: str, source: str) -> list[str] | None:
     """The columns to read (features, then the id column if present); None for an empty file."""
     try:
@@ -439,17 +449,18 @@ def score_files(
     id_column: str = "id",
     chunk_size: int = 20_000,
     base: Path | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[InputSummary]:
     """Score every CSV under ``input_path`` into ``out_dir/predictions.csv`` (atomically).
 
     Removes any old ``manifest.json`` first: the caller writes a new one last.
     File names (in row ids and summaries) are relative to ``base``, by default
-    ``input_path`` (a folder) or its parent (a file); the parallel entry script
-    scores one file of a folder at a time and passes the folder.
+    ``input_path`` (a folder) or its parent (a file). ``shard`` = (index, count)
+    scores only that shard's files (``shard_files``).
     """
     if chunk_size < 1:
         raise ScoreError(f"chunk size must be at least 1, got {chunk_size}")
-    files = list_csv_files(input_path)
+    files = shard_files(list_csv_files(input_path), *shard)
     if base is None:
         base = input_path if input_path.is_dir() else input_path.parent
     target = begin_predictions(out_dir)

@@ -1,8 +1,6 @@
-"""The compute seam and its factory."""
+"""The compute seam (the factory is flows/backends.py)."""
 
 from __future__ import annotations
-
-import logging
 
 from flows.compute.base import (
     Compute,
@@ -14,8 +12,6 @@ from flows.compute.base import (
     WheelRef,
 )
 from flows.compute.local import LocalCompute
-from flows.datastore.base import Datastore
-from flows.settings import Settings
 
 __all__ = [
     "Compute",
@@ -26,22 +22,4 @@ __all__ = [
     "StepResult",
     "StepSpec",
     "WheelRef",
-    "make_compute",
 ]
-
-
-def make_compute(
-    settings: Settings,
-    datastore: Datastore,
-    logger: logging.Logger | logging.LoggerAdapter | None = None,
-) -> Compute:
-    if settings.compute == "aml":
-        from flows.compute.aml import AmlCompute
-
-        return AmlCompute.from_settings(settings, logger=logger)
-    return LocalCompute(
-        datastore,
-        cache_dir=settings.cache_dir,
-        step_timeout_seconds=settings.step_timeout_seconds,
-        logger=logger,
-    )

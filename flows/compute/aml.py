@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,7 +50,6 @@ from flows.compute.aml_specs import (
     AmlTarget,
     build_command_job,
     build_environment,
-    build_parallel_run,
     environment_id,
 )
 from flows.compute.base import (
@@ -60,7 +61,6 @@ from flows.compute.base import (
     StepResult,
     StepSpec,
 )
-from flows.plan import ParallelRun
 from flows.settings import Settings
 
 T = TypeVar("T")
@@ -93,8 +93,6 @@ class PollSchedule:
 
 
 class AmlCompute:
-    kind = "aml"
-
     def __init__(
         self,
         client: MLClient,
@@ -211,27 +209,47 @@ class AmlCompute:
         )
         return self.submit_job(job, step=spec.step, outputs=outputs)
 
-    def run_parallel_step(self, run: ParallelRun, environment: EnvironmentRef) -> StepResult:
-        """The step as an AML parallel job (a one-node pipeline job named `{run_id}-{step}`)."""
-        outputs = {o.name: o.path for o in run.spec.outputs}
-        job = build_parallel_run(
-            run, environment_id(environment.name, environment.version), self.target, self.tags
-        )
-        self.log.info(
-            "Scoring in parallel on %d node(s) of %s: %d process(es) each, %d file(s) per "
-            "mini-batch",
-            run.instance_count,
-            self.target.compute,
-            run.max_concurrency_per_instance,
-            run.mini_batch_size,
-        )
-        return self.submit_job(job, step=run.spec.step, outputs=outputs)
+    def run_steps(self, specs: Sequence[StepSpec], environment: EnvironmentRef) -> list[StepResult]:
+        """Submit every step as its own command job and wait for all of them at once.
+
+        Each job keeps `run_step`'s semantics (attach by name, log stream,
+        timeouts). When one fails, the others are cancelled (a job not yet
+        submitted is not submitted) and the first failure is raised.
+        """
+        if len(specs) <= 1:
+            return [self.run_step(spec, environment) for spec in specs]
+        stopping = threading.Event()
+
+        def run(spec: StepSpec) -> StepResult:
+            if stopping.is_set():
+                raise StepFailedError(f"Azure ML job {spec.job_name} not submitted: another failed")
+            return self.run_step(spec, environment)
+
+        self.log.info("Submitting %d Azure ML jobs side by side", len(specs))
+        with ThreadPoolExecutor(max_workers=len(specs), thread_name_prefix="aml-job") as pool:
+            futures = {pool.submit(run, spec): spec for spec in specs}
+            error: BaseException
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in futures if f in done and f.exception() is not None]
+                if not failed:
+                    return [future.result() for future in futures]
+                reason = f"{futures[failed[0]].job_name} failed"
+                error = failed[0].exception()  # type: ignore[assignment]
+            except BaseException as exc:
+                # The flow run was cancelled or crashed while waiting: no job may run on.
+                reason, error = f"the flow stopped waiting ({type(exc).__name__})", exc
+            stopping.set()
+            for future, spec in futures.items():
+                if not future.done():
+                    self._cancel(spec.job_name, reason=reason)
+            wait(futures)
+            raise error
 
     def submit_job(self, job: Job, *, step: str, outputs: Mapping[str, str]) -> StepResult:
         """Submit `job` (or attach to the job of that name) and wait for it to end.
 
-        Any job with a deterministic name works: command jobs from `run_step`,
-        the parallel scoring pipeline from `aml_specs.build_parallel_job`.
+        Any job with a deterministic name works (command jobs from `run_step`).
         """
         name = job.name or ""
         started = self.clock.now()

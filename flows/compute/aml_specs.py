@@ -1,7 +1,7 @@
 """Pure builders: `StepSpec`s and `EnvironmentSpec`s as `azure.ai.ml` objects.
 
 Nothing here talks to a workspace: every function takes values and returns
-SDK entities (`Environment`, `Command`, `PipelineJob`), so the tests serialise
+SDK entities (`Environment`, `Command`), so the tests serialise
 them with the SDK's own machinery and check what would be sent, and the plan
 mode dumps them as the SDK's YAML. `flows/compute/aml.py` is the one module
 that submits them.
@@ -23,17 +23,9 @@ from pathlib import Path
 
 from azure.ai.ml import Input, Output, command
 from azure.ai.ml.constants import AssetTypes, InputOutputModes
-from azure.ai.ml.entities import (
-    BuildContext,
-    Command,
-    Environment,
-    PipelineJob,
-    PipelineJobSettings,
-)
-from azure.ai.ml.parallel import RunFunction, parallel_run_function
+from azure.ai.ml.entities import BuildContext, Command, Environment
 
 from flows.compute.base import EnvironmentSpec, StepSpec
-from flows.plan import ParallelRun
 from flows.settings import Settings
 
 # The step environment is a virtual env made by uv, as in the local backend, with
@@ -182,130 +174,4 @@ def build_command_job(
         outputs=_outputs(spec, target),
         tags=job_tags(spec, tags),
         timeout=target.run_timeout_seconds,
-    )
-
-
-# --- parallel scoring -------------------------------------------------------------------
-
-
-def build_parallel_job(
-    spec: StepSpec,
-    environment: str,
-    target: AmlTarget,
-    tags: Mapping[str, str],
-    *,
-    entry_script: str,
-    data_input: str,
-    instance_count: int,
-    mini_batch_size: str = "1",
-    max_concurrency_per_instance: int = 1,
-    error_threshold: int = 0,
-    max_retries: int = 2,
-    retry_timeout_seconds: int = 3600,
-) -> PipelineJob:
-    """A parallel job over a folder of CSVs, wrapped in the one-node pipeline AML requires.
-
-    For the score flow's large inputs (`flows.plan.parallel_score_step`).
-    Contract with the entry script (`aml_steps/score/parallel_score.py`):
-
-    - `spec` is a `StepSpec` like a command job's; `spec.code_dir` is uploaded
-      as the code, and `entry_script` (a file in it) is run by AML's parallel
-      runtime instead of `spec.script`.
-    - `data_input` names the `uri_folder` input that is split into
-      mini-batches of `mini_batch_size` files. It is mounted read-only, not
-      downloaded: each node reads only the files of its own mini-batches.
-    - Every input (the data input too, so the script knows the folder the
-      files are relative to), each output and each param is passed as the
-      same `--flag value` arguments as the command line (`${{inputs.x}}` /
-      `${{outputs.y}}` resolved by AML), so the entry script's `init()` parses
-      them with `argparse.parse_known_args()` (the runtime adds its own).
-    - `run(mini_batch)` receives the list of file paths of one mini-batch and
-      writes its results into the output folder(s) itself, under names that
-      cannot collide between mini-batches (one file per input file); it
-      returns one item per processed file. Outputs are read-write mounts, the
-      parallel runtime's usual mode, so the nodes' writes land side by side.
-      No `append_row_to`: the runtime's summary is not the output.
-    - `instance_count` nodes (settings: `aml_parallel_instance_count`) run
-      `max_concurrency_per_instance` processes each; a failed mini-batch is
-      retried `max_retries` times, and more than `error_threshold` failed
-      files fail the job (0: any failure does).
-
-    The pipeline job is named `spec.job_name`, so it is attached to on a
-    restart like a command job, and submitted with `AmlCompute.submit_job`.
-    """
-    names = {i.name for i in spec.inputs}
-    if data_input not in names:
-        raise ValueError(
-            f"data_input {data_input!r} is not an input of step {spec.step!r} "
-            f"(inputs: {sorted(names)})"
-        )
-    argv = spec.command(
-        {i.name: f"${{{{inputs.{i.name}}}}}" for i in spec.inputs},
-        {o.name: f"${{{{outputs.{o.name}}}}}" for o in spec.outputs},
-    )
-    inputs = _inputs(spec, target)
-    inputs[data_input] = Input(
-        type=AssetTypes.URI_FOLDER,
-        path=inputs[data_input].path,
-        mode=InputOutputModes.RO_MOUNT,
-    )
-    outputs = {
-        name: Output(type=AssetTypes.URI_FOLDER, path=output.path, mode=InputOutputModes.RW_MOUNT)
-        for name, output in _outputs(spec, target).items()
-    }
-    node = parallel_run_function(
-        name=spec.step,
-        display_name=spec.display_name or spec.step,
-        inputs=inputs,
-        outputs=outputs,
-        input_data=f"${{{{inputs.{data_input}}}}}",
-        instance_count=instance_count,
-        max_concurrency_per_instance=max_concurrency_per_instance,
-        mini_batch_size=mini_batch_size,
-        mini_batch_error_threshold=error_threshold,
-        error_threshold=error_threshold,
-        # The hint says BatchRetrySettings, but the builder accepts only a dict
-        # or its private RetrySettings.
-        retry_settings={"max_retries": max_retries, "timeout": retry_timeout_seconds},  # type: ignore[arg-type]
-        logging_level="INFO",
-        task=RunFunction(
-            code=str(spec.code_dir),
-            entry_script=entry_script,
-            program_arguments=shell_join(argv[2:]),
-            environment=environment,
-        ),
-        # Outputs carry the run id, so reuse could only ever hand back another
-        # run's results under this run's name.
-        is_deterministic=False,
-    )
-    return PipelineJob(
-        name=spec.job_name,
-        display_name=spec.display_name or spec.step,
-        description=f"{spec.step} of run {spec.run_id} (parallel)",
-        experiment_name=target.experiment_name,
-        jobs={spec.step: node},
-        compute=target.compute,
-        tags=job_tags(spec, tags),
-        settings=PipelineJobSettings(
-            default_compute=target.compute, continue_on_step_failure=False
-        ),
-    )
-
-
-def build_parallel_run(
-    run: ParallelRun, environment: str, target: AmlTarget, tags: Mapping[str, str]
-) -> PipelineJob:
-    """`build_parallel_job` for a planned `ParallelRun` (flows/plan.py)."""
-    return build_parallel_job(
-        run.spec,
-        environment,
-        target,
-        {**tags, "mode": "parallel"},
-        entry_script=run.entry_script,
-        data_input=run.data_input,
-        instance_count=run.instance_count,
-        mini_batch_size=str(run.mini_batch_size),
-        max_concurrency_per_instance=run.max_concurrency_per_instance,
-        error_threshold=run.error_threshold,
-        max_retries=run.max_retries,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -164,7 +164,13 @@ class Registration:
 
 
 class Compute(Protocol):
-    kind: str
+    """Everything the flows ask of a compute backend; each backend does all of it.
+
+    Implementations: `LocalCompute` (subprocesses in a cached venv), `AmlCompute`
+    (Azure ML command jobs) and `AmlPlanCompute` (a dry run: each step written
+    as Azure ML YAML, nothing run). The flows get one from flows/backends.py and
+    never ask which it is.
+    """
 
     def prepare_environment(self, spec: EnvironmentSpec) -> EnvironmentRef:
         """Build the environment, or reuse it when `spec.version` already exists."""
@@ -172,6 +178,13 @@ class Compute(Protocol):
 
     def run_step(self, spec: StepSpec, environment: EnvironmentRef) -> StepResult:
         """Run the step to completion; raise StepFailedError when it fails."""
+        ...
+
+    def run_steps(self, specs: Sequence[StepSpec], environment: EnvironmentRef) -> list[StepResult]:
+        """Run independent steps concurrently (a fan-out); results in the order of `specs`.
+
+        When one fails the others are stopped, and its StepFailedError is raised.
+        """
         ...
 
     def register_model(self, model: ModelToRegister) -> Registration:

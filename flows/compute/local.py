@@ -13,12 +13,15 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from uv import find_uv_bin
@@ -47,19 +50,24 @@ class EnvironmentBuildError(RuntimeError):
 
 
 class LocalCompute:
-    kind = "local"
-
     def __init__(
         self,
         datastore: Datastore,
         cache_dir: Path,
         step_timeout_seconds: float = 3600,
+        max_parallel: int = 0,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
         self.datastore = datastore
         self.cache_dir = cache_dir
         self.step_timeout_seconds = step_timeout_seconds
+        # Steps of a fan-out run at once (0: one per CPU).
+        self.max_parallel = max_parallel or os.cpu_count() or 1
         self.log = logger or logging.getLogger(__name__)
+        self._live: set[subprocess.Popen[str]] = set()
+        self._live_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._first_failure: BaseException | None = None
 
     # --- environment -------------------------------------------------------------
 
@@ -146,6 +154,51 @@ class LocalCompute:
             spec.step, spec.job_name, "Completed", outputs, url="", duration_seconds=duration
         )
 
+    def run_steps(self, specs: Sequence[StepSpec], environment: EnvironmentRef) -> list[StepResult]:
+        """Each step in its own process, `max_parallel` at a time, as AML runs jobs side by side.
+
+        The first failure stops the others (their processes are killed, the
+        waiting ones never start) and is raised.
+        """
+        if len(specs) <= 1:
+            return [self.run_step(spec, environment) for spec in specs]
+        workers = min(len(specs), self.max_parallel)
+        self.log.info("Running %d steps, %d at a time", len(specs), workers)
+        self._stopping.clear()
+        self._first_failure = None
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="local-step") as pool:
+            futures = [pool.submit(self._run_in_fan_out, spec, environment) for spec in specs]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in futures if f in done and f.exception() is not None]
+                if failed:
+                    raise self._first_failure or failed[0].exception()  # type: ignore[misc]
+            except BaseException:
+                self._stop_all()
+                wait(futures)
+                raise
+            finally:
+                self._stopping.clear()
+        return [f.result() for f in futures]
+
+    def _run_in_fan_out(self, spec: StepSpec, environment: EnvironmentRef) -> StepResult:
+        if self._stopping.is_set():
+            raise StepFailedError(f"step {spec.job_name} not started: another step failed")
+        try:
+            return self.run_step(spec, environment)
+        except BaseException as exc:
+            # Here, not in the waiting thread: this worker must not start the next step.
+            if not self._stopping.is_set():
+                self._first_failure = exc
+                self._stop_all()
+            raise
+
+    def _stop_all(self) -> None:
+        self._stopping.set()
+        with self._live_lock:
+            for process in self._live:
+                process.kill()
+
     def register_model(self, model: ModelToRegister) -> Registration:
         """No registry on this machine: the datastore's trained_models/ is the record."""
         message = (
@@ -181,6 +234,10 @@ class LocalCompute:
             text=True,
             errors="replace",
         )
+        with self._live_lock:
+            self._live.add(process)
+            if self._stopping.is_set():  # another step failed while this one was starting
+                process.kill()
         timed_out = threading.Event()
 
         def kill_on_timeout() -> None:
@@ -203,12 +260,15 @@ class LocalCompute:
                 process.wait()
             if process.stdout is not None:
                 process.stdout.close()
+            with self._live_lock:
+                self._live.discard(process)
         if returncode != 0:
-            reason = (
-                f"timed out after {self.step_timeout_seconds:.0f} s"
-                if timed_out.is_set()
-                else f"exited with code {returncode}"
-            )
+            if timed_out.is_set():
+                reason = f"timed out after {self.step_timeout_seconds:.0f} s"
+            elif self._stopping.is_set():
+                reason = "was stopped: another step of the fan-out failed"
+            else:
+                reason = f"exited with code {returncode}"
             raise StepFailedError(
                 f"step {spec.job_name} {reason}. Last output:\n" + "\n".join(tail)
             )

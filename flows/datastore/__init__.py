@@ -1,4 +1,4 @@
-"""The datastore seam and its factory."""
+"""The datastore seam (the factory is flows/backends.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from flows.datastore.base import (
     Versioned,
 )
 from flows.datastore.local import LocalDatastore
-from flows.settings import Settings
 
 __all__ = [
     "Datastore",
@@ -19,13 +18,4 @@ __all__ = [
     "LocalDatastore",
     "PreconditionFailedError",
     "Versioned",
-    "make_datastore",
 ]
-
-
-def make_datastore(settings: Settings) -> Datastore:
-    if settings.datastore == "blob":
-        from flows.datastore.blob import BlobDatastore
-
-        return BlobDatastore.from_settings(settings)
-    return LocalDatastore(settings.local_datastore_root)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,41 @@ def test_completed_step_is_not_run_again(
     assert second.reused
     assert (store.root / "probes/probe-once/stamp.txt").read_text() == stamp
     assert store.exists(f"probes/probe-once/{COMPLETION_MARKER}")
+
+
+def test_fan_out_runs_steps_concurrently_in_spec_order(
+    store: LocalDatastore, environment: EnvironmentRef, tmp_path: Path
+) -> None:
+    # Each step holds for 2 s after it starts: one after another, 3 steps take 6 s or more.
+    body = "import json\n(out / 't.json').write_text(json.dumps([time.time()]))\ntime.sleep(2)\n"
+    specs = [_probe_step(tmp_path, body, f"fan-out-{k}") for k in range(3)]
+    compute = LocalCompute(store, TEST_CACHE_DIR, max_parallel=3)
+    started = time.monotonic()
+    results = compute.run_steps(specs, environment)
+    elapsed = time.monotonic() - started
+    assert [r.job_name for r in results] == [s.job_name for s in specs]
+    assert all(r.status == "Completed" for r in results)
+    starts = [
+        json.loads((store.root / f"probes/fan-out-{k}/t.json").read_text())[0] for k in range(3)
+    ]
+    assert max(starts) - min(starts) < 2, "the steps did not overlap"
+    assert elapsed < 6
+
+
+def test_fan_out_failure_stops_the_other_steps(
+    store: LocalDatastore, environment: EnvironmentRef, tmp_path: Path
+) -> None:
+    slow = _probe_step(tmp_path, "time.sleep(60)\n", "fan-out-slow")
+    bad = _probe_step(tmp_path, "time.sleep(1)\nsys.exit('shard broke')\n", "fan-out-bad")
+    waiting = _probe_step(tmp_path, "pass\n", "fan-out-waiting")
+    compute = LocalCompute(store, TEST_CACHE_DIR, max_parallel=2)
+    started = time.monotonic()
+    with pytest.raises(
+        StepFailedError, match=r"(?s)fan-out-bad-probe exited with code 1.*shard broke"
+    ):
+        compute.run_steps([slow, bad, waiting], environment)
+    assert time.monotonic() - started < 30  # the 60 s step was killed
+    assert not store.list_files("probes/fan-out-slow")
+    # The compute works again afterwards, and a lone failure is not "stopped".
+    with pytest.raises(StepFailedError, match="exited with code 1"):
+        compute.run_step(bad, environment)

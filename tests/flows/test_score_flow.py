@@ -7,14 +7,19 @@ tests/flows/test_local_end_to_end.py, on the fake AML workspace in tests/flows/c
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from flows.compute.base import StepFailedError
+from flows.backends import Backends, use_backends
+from flows.compute.base import EnvironmentRef, StepFailedError, StepResult, StepSpec
+from flows.compute.local import LocalCompute
 from flows.datastore import DatastoreNotFoundError, LocalDatastore
 from flows.registry import ModelVerificationError, NoModelError
 from flows.score import SAMPLE_FILE, SAMPLE_PATH, main, score, seed_sample
@@ -25,7 +30,7 @@ from flows.train import SAMPLE_PATH as TRAIN_SAMPLE_PATH
 from flows.train import seed_sample as seed_train_sample
 from flows.train import train
 from somemodel import load_model
-from tests.conftest import TEST_CACHE_DIR
+from tests.conftest import TEST_CACHE_DIR, backends_of
 from tests.fakes import InProcessFactory
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "in_process_compute")
@@ -39,11 +44,12 @@ def store(
     tmp_path_factory: pytest.TempPathFactory, in_process_compute: InProcessFactory
 ) -> Iterator[LocalDatastore]:
     root = tmp_path_factory.mktemp("datastore")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SOMEMODEL_LOCAL_DATASTORE_ROOT", str(root))
-        patch.setenv("SOMEMODEL_CACHE_DIR", str(TEST_CACHE_DIR))
-        seed_train_sample(Settings())
-        seed_sample(Settings())
+    # No environment variables: the flows get these backends through the override.
+    with backends_of(
+        in_process_compute, local_datastore_root=root, cache_dir=TEST_CACHE_DIR
+    ) as settings:
+        seed_train_sample(settings)
+        seed_sample(settings)
         yield LocalDatastore(root)
 
 
@@ -145,13 +151,12 @@ def test_bad_model_selector_is_rejected_by_parameter_validation(bad: str) -> Non
     assert "run id" in str(info.value)
 
 
-def test_no_model_trained_yet(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_no_model_trained_yet(tmp_path: Path) -> None:
     root = tmp_path / "empty-datastore"
-    monkeypatch.setenv("SOMEMODEL_LOCAL_DATASTORE_ROOT", str(root))
-    monkeypatch.setenv("SOMEMODEL_CACHE_DIR", str(TEST_CACHE_DIR))
-    seed_sample(Settings())
-    with pytest.raises(NoModelError, match=r"no model trained yet.*python flows/train\.py"):
-        score(input_path=SAMPLE_PATH)
+    with backends_of(local_datastore_root=root, cache_dir=TEST_CACHE_DIR) as settings:
+        seed_sample(settings)
+        with pytest.raises(NoModelError, match=r"no model trained yet.*python flows/train\.py"):
+            score(input_path=SAMPLE_PATH)
     assert LocalDatastore(root).list_files("") == [SAMPLE_PATH]
 
 
@@ -240,3 +245,100 @@ def test_cli_exits_non_zero_with_the_error(
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert "raw/missing.csv" in err
+
+
+# --- a folder scored in shards ---------------------------------------------------------
+
+
+class _Timed(LocalCompute):
+    """The local compute, noting when each step ran."""
+
+    spans: dict[str, tuple[float, float]]
+
+    def run_step(self, spec: StepSpec, environment: EnvironmentRef) -> StepResult:
+        started = time.monotonic()
+        try:
+            return super().run_step(spec, environment)
+        finally:
+            with _LOCK:
+                self.spans[spec.step] = (started, time.monotonic())
+
+
+_LOCK = threading.Lock()
+
+
+@pytest.fixture
+def sharded(store: LocalDatastore) -> Iterator[_Timed]:
+    """Scoring in up to 2 shards of at least 2 files, on a compute with room for 2 steps."""
+    settings = Settings(local_datastore_root=store.root, cache_dir=TEST_CACHE_DIR,
+                        score_shards=2, score_min_files_per_shard=2)  # fmt: skip
+    compute = _Timed(store, TEST_CACHE_DIR, max_parallel=2)
+    compute.spans = {}
+
+    def factory(_settings: Settings, logger: Any, dry_run: bool) -> Backends:
+        compute.log = logger  # the flow run's logger: the shards log from their own threads
+        return Backends(settings, store, compute)
+
+    with use_backends(factory):
+        yield compute
+
+
+def _week(store: LocalDatastore, tmp_path: Path, folder: str, files: int = 4) -> int:
+    """The sample split into `files` CSVs (one in a subfolder); returns the row count."""
+    rows = pd.read_csv(SAMPLE_FILE, dtype={"id": str})
+    for i in range(files):
+        name = f"{folder}/day-{i}.csv" if i else f"{folder}/a/day-0.csv"
+        _upload(store, tmp_path, name, rows.iloc[i::files].to_csv(index=False))
+    return len(rows)
+
+
+def test_a_folder_is_scored_by_concurrent_shards_then_merged(
+    store: LocalDatastore, trained: TrainSummary, sharded: _Timed, tmp_path: Path
+) -> None:
+    rows = _week(store, tmp_path, "raw/shards")
+    summary = score(input_path="raw/shards")
+    run_id = summary.run_id
+    assert [s.job_name for s in summary.shards] == [f"{run_id}-score-0", f"{run_id}-score-1"]
+    assert summary.step.job_name == f"{run_id}-score-merge"
+    assert summary.predictions.rows == rows
+    assert [path for path, _ in summary.predictions.inputs] == [
+        "a/day-0.csv", "day-1.csv", "day-2.csv", "day-3.csv"
+    ]  # fmt: skip
+    assert sum(n for _, n in summary.predictions.inputs) == rows
+    for k in range(2):
+        shard = json.loads(
+            (store.root / f"prediction_parts/{run_id}/shard-{k}/manifest.json").read_text()
+        )
+        assert len(shard["inputs"]) == 2
+    (s0, e0), (s1, e1) = sharded.spans["score_0"], sharded.spans["score_1"]
+    assert max(s0, s1) < min(e0, e1), "the shards did not run at the same time"
+    assert summary.promoted
+    assert f"shard: `{run_id}-score-1` Completed" in summary.to_markdown()
+
+    # One step over the same files: the same predictions, byte for byte.
+    with backends_of(local_datastore_root=store.root, cache_dir=TEST_CACHE_DIR):
+        plain = score(input_path="raw/shards", force_rerun=True)
+    assert plain.shards == ()
+    assert plain.step.job_name == f"{plain.run_id}-score"
+    merged = store.root / "predictions" / run_id / "predictions.csv"
+    assert merged.read_bytes() == (store.root / plain.predictions.predictions_path).read_bytes()
+
+    # Again: every shard and the merge are reused, the earlier run's predictions verified.
+    again = score(input_path="raw/shards")
+    assert [(s.reused, s.run_id) for s in again.shards] == [(True, run_id), (True, run_id)]
+    assert again.step.reused
+    assert again.predictions.run_id == run_id
+    assert again.predictions.rows == rows
+
+
+def test_a_failing_shard_fails_the_run_and_latest_stays(
+    store: LocalDatastore, trained: TrainSummary, sharded: _Timed, tmp_path: Path
+) -> None:
+    _week(store, tmp_path, "raw/bad-shards")
+    _upload(store, tmp_path, "raw/bad-shards/day-3.csv", "id,sepal_length\nx,1.0\n")
+    pointer = _pointer(store)
+    before = store.list_files("predictions")
+    with pytest.raises(StepFailedError, match=r"score-1 exited.*\n(.*\n)*.*missing feature"):
+        score(input_path="raw/bad-shards")
+    assert _pointer(store) == pointer
+    assert store.list_files("predictions") == before

@@ -7,17 +7,22 @@ tests/flows/test_local_end_to_end.py, on Azurite in tests/integration/.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from azure.ai.ml import load_job
 
-from flows.compute.base import StepFailedError
+from flows.backends import Backends, make_backends, use_backends
+from flows.compute.base import ModelToRegister, Registration, StepFailedError
+from flows.compute.local import LocalCompute
 from flows.datastore import DatastoreNotFoundError, LocalDatastore
 from flows.settings import Settings
-from flows.summary import TrainSummary
+from flows.summary import TrainPlan, TrainSummary
+from flows.tasks import RunIncompleteError
 from flows.train import SAMPLE_PATH, main, seed_sample, train
-from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR
+from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR, backends_of
 from tests.fakes import InProcessFactory
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "in_process_compute")
@@ -28,10 +33,12 @@ def store(
     tmp_path_factory: pytest.TempPathFactory, in_process_compute: InProcessFactory
 ) -> Iterator[LocalDatastore]:
     root = tmp_path_factory.mktemp("datastore")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SOMEMODEL_LOCAL_DATASTORE_ROOT", str(root))
-        patch.setenv("SOMEMODEL_CACHE_DIR", str(TEST_CACHE_DIR))
-        seed_sample(Settings())
+    plans = tmp_path_factory.mktemp("plans")
+    # No environment variables: the flows get these backends through the override.
+    with backends_of(
+        in_process_compute, local_datastore_root=root, cache_dir=TEST_CACHE_DIR, plan_dir=plans
+    ) as s:
+        seed_sample(s)
         yield LocalDatastore(root)
 
 
@@ -66,6 +73,10 @@ def test_trains_verifies_and_promotes(store: LocalDatastore, first_run: TrainSum
     assert _latest(store)["run_id"] == run_id
     assert first_run.promoted
     assert [s.step for s in first_run.steps] == ["data_prep", "train"]
+    assert not [name for name in os.environ if name.startswith("SOMEMODEL_")]
+    assert first_run.registration is not None
+    assert "SOMEMODEL_AML_REGISTER_MODEL is off" in first_run.registration.message
+    assert "model registry: not registered" in first_run.to_markdown()
 
 
 def test_unchanged_second_run_reuses_everything(
@@ -178,3 +189,79 @@ def test_cli_exits_non_zero_with_the_error(
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert "raw/missing.csv" in err
+
+
+class _Registry(LocalCompute):
+    """The local compute with a model registry that answers as told."""
+
+    fail: bool = False
+    registered: list[str] = []
+
+    def register_model(self, model: ModelToRegister) -> Registration:
+        if self.fail:
+            raise RuntimeError("registry unavailable (HTTP 503)")
+        self.registered.append(model.run_id)
+        return Registration(f"azureml:somemodel:{model.run_id}", f"registered as {model.run_id}")
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["registered", "registry-fails"])
+def test_registration_comes_after_verification_and_before_promotion(
+    store: LocalDatastore, first_run: TrainSummary, fail: bool
+) -> None:
+    settings = Settings(
+        local_datastore_root=store.root, cache_dir=TEST_CACHE_DIR, aml_register_model=True
+    )
+
+    class Registry(_Registry):
+        pass
+
+    Registry.fail, Registry.registered = fail, []
+
+    def factory(_settings: Settings, logger: object, dry_run: bool) -> Backends:
+        return Backends(settings, store, Registry(store, TEST_CACHE_DIR))
+
+    before = _latest(store)
+    with use_backends(factory):
+        if not fail:
+            summary = train(input_path=SAMPLE_PATH)
+            assert isinstance(summary, TrainSummary)
+            assert Registry.registered == [summary.model.run_id]
+            assert f"registry: registered as {summary.model.run_id}" in summary.to_markdown()
+            return
+        with pytest.raises(RunIncompleteError) as info:
+            train(input_path=SAMPLE_PATH)
+    message = str(info.value)
+    assert "was trained and verified" in message
+    assert "registering it failed: registry unavailable (HTTP 503)" in message
+    assert "latest.json was not moved" in message
+    assert _latest(store) == before
+
+
+def test_dry_run_is_the_recipe_with_the_planning_compute(
+    store: LocalDatastore, first_run: TrainSummary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[bool] = []
+
+    def factory(settings: Settings, logger: object, dry_run: bool) -> Backends:
+        calls.append(dry_run)
+        own = Settings(local_datastore_root=store.root, cache_dir=TEST_CACHE_DIR,
+                       plan_dir=tmp_path / "plans")  # fmt: skip
+        return make_backends(own, None, dry_run)
+
+    before = sorted(store.list_files(""))
+    with use_backends(factory):
+        plan = train(input_path=SAMPLE_PATH, run_id="train-dry-run-2", dry_run=True)
+    assert calls == [True]
+    assert isinstance(plan, TrainPlan)
+    assert [s.status for s in plan.steps] == ["Planned", "Planned"]
+    assert plan.folder == tmp_path / "plans" / "train-dry-run-2"
+    assert [p.name for p in plan.files()] == ["environment.yaml", "pipeline.yaml"]
+    assert sorted(store.list_files("")) == before  # nothing uploaded, run or recorded
+
+    monkeypatch.chdir(tmp_path)
+    job = load_job(plan.pipeline_yaml)
+    assert list(job.jobs) == ["data_prep", "train"]
+    assert job.jobs["train"].inputs["training_dataframe"]._data.path == (
+        "${{parent.jobs.data_prep.outputs.output_dataframe_path}}"
+    )
+    assert (plan.folder / str(job.jobs["train"].code) / "run_train.py").is_file()

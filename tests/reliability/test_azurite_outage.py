@@ -3,12 +3,13 @@ started again, a new run succeeds, and nothing written before the outage is lost
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 
-import flows.train as train_module
+from flows.backends import Backends, make_compute, use_backends
 from flows.compute.local import LocalCompute
 from flows.datastore import DatastoreError
 from flows.settings import Settings
@@ -24,6 +25,7 @@ def test_outage_mid_run_fails_clearly_and_the_next_run_succeeds(
 ) -> None:
     own = Azurite(tmp_path / "azurite")  # our own: the session's stays up for other tests
     own.start()
+    stack = contextlib.ExitStack()
     try:
         container = "outage"
         for key, value in {
@@ -33,10 +35,13 @@ def test_outage_mid_run_fails_clearly_and_the_next_run_succeeds(
             "CACHE_DIR": str(TEST_CACHE_DIR),
         }.items():
             monkeypatch.setenv(f"SOMEMODEL_{key}", value)
+
         # The flow's datastore, with the quick-to-give-up retry policy of the tests.
-        monkeypatch.setattr(
-            train_module, "make_datastore", lambda settings: blob_datastore(own, container)
-        )
+        def backends(settings: Settings, logger: object, dry_run: bool) -> Backends:
+            store = blob_datastore(own, container)
+            return Backends(settings, store, make_compute(settings, store, None))
+
+        stack.enter_context(use_backends(backends))
         store = blob_datastore(own, container)
         store.create_container()
         seed_sample(Settings())
@@ -72,4 +77,5 @@ def test_outage_mid_run_fails_clearly_and_the_next_run_succeeds(
         assert lost == moved, f"changed or lost: {lost - moved}"
         assert any(p.startswith(f"trained_models/{first.run_id}/") for p in after)
     finally:
+        stack.close()
         own.stop()

@@ -1,10 +1,6 @@
 """Run a submitted AML job on this machine, as AML would, when the fake workspace "completes" it.
 
-Command jobs run their own command line; parallel pipeline jobs run their
-entry script the way AML's parallel runtime does: each of `instance_count`
-worker processes imports the script, calls `init()` (the program arguments
-and the runtime's own on `sys.argv`) and then `run(mini_batch)` on its share
-of the mini-batches, and `run` must return one item per file. Inputs are
+Each command job runs its own command line. Inputs are
 downloaded from the blob container (Azurite) and outputs uploaded to it, at
 the `azureml://` paths the job names; the interpreter is a virtual env with
 the wheel and the pinned packages (what the image holds).
@@ -12,8 +8,6 @@ the wheel and the pinned packages (what the image holds).
 
 from __future__ import annotations
 
-import json
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -23,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.ai.ml.entities import Job, PipelineJob
+from azure.ai.ml.entities import Job
 from azure.storage.blob import ContainerClient
 
 import flows.compute.aml as aml
@@ -37,20 +31,6 @@ from tests.flows.compute.fake_aml import WORKSPACE, FakeMLClient, Outcome, Scrip
 from tests.services import Azurite
 
 DATASTORE_URI = "azureml://datastores/workspaceblobstore/paths/"
-
-# One worker of the parallel runtime: init() once, run() on every mini-batch given.
-_WORKER = """
-import importlib, json, sys
-entry, batches = sys.argv[1], json.loads(sys.argv[2])
-sys.argv = [entry, *sys.argv[3:]]
-module = importlib.import_module(entry.removesuffix(".py"))
-module.init()
-for batch in batches:
-    results = module.run(batch)
-    if len(results) != len(batch):
-        sys.exit(f"run() returned {len(results)} results for {len(batch)} files")
-    print(*results, sep="\\n")
-"""
 
 
 @contextmanager
@@ -104,9 +84,9 @@ def run_like_aml(store: BlobDatastore, image: EnvironmentRef) -> Callable[[Job],
     def run(job: Any) -> Outcome:
         with tempfile.TemporaryDirectory(prefix="fake-aml-job-") as tmp:
             scratch = Path(tmp)
-            node: Any = job.jobs["score"] if isinstance(job, PipelineJob) else job
+            node: Any = job
             code = scratch / "code"
-            shutil.copytree(str(node.task.code if isinstance(job, PipelineJob) else job.code), code)
+            shutil.copytree(str(job.code), code)
             inputs = {
                 name: download(store, datastore_path(given.path), scratch / "inputs" / name)
                 for name, given in node.inputs.items()
@@ -114,11 +94,8 @@ def run_like_aml(store: BlobDatastore, image: EnvironmentRef) -> Callable[[Job],
             outputs = {name: scratch / "outputs" / name for name in node.outputs}
             for folder in outputs.values():
                 folder.mkdir(parents=True)
-            if isinstance(job, PipelineJob):
-                argvs = _parallel_workers(node, inputs, outputs)
-            else:
-                command = _resolve(_resolve(str(job.command), inputs, "inputs"), outputs, "outputs")
-                argvs = [["bash", "-c", command]]
+            command = _resolve(_resolve(str(job.command), inputs, "inputs"), outputs, "outputs")
+            argvs = [["bash", "-c", command]]
             logs: list[str] = []
             for argv in argvs:
                 done = subprocess.run(
@@ -138,28 +115,3 @@ def run_like_aml(store: BlobDatastore, image: EnvironmentRef) -> Callable[[Job],
             return Outcome("Completed", logs=tuple(logs))
 
     return run
-
-
-def _parallel_workers(
-    node: Any, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
-) -> list[list[str]]:
-    data = inputs[node.input_data.removeprefix("${{inputs.").removesuffix("}}")]
-    files = sorted(str(p) for p in data.rglob("*") if p.is_file())
-    size = int(node.mini_batch_size)
-    batches = [files[i : i + size] for i in range(0, len(files), size)]
-    workers = node.resources.instance_count * node.max_concurrency_per_instance
-    arguments = _resolve(node.task.program_arguments, inputs, "inputs")
-    arguments = _resolve(arguments, outputs, "outputs")
-    runtime_args = ["--logging_level", "INFO", "--output", "/dev/null"]
-    return [
-        [
-            "python",
-            "-c",
-            _WORKER,
-            node.task.entry_script,
-            json.dumps(batches[worker::workers]),
-            *shlex.split(arguments),
-            *runtime_args,
-        ]
-        for worker in range(workers)
-    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,74 @@ def test_register_model_is_idempotent_and_tagged(fake: FakeMLClient) -> None:
     assert model.tags["run_id"] == run_id
     assert model.tags["accuracy"] == "0.966667"
     assert model.tags["per_class.setosa.f1"] == "1"
+
+
+def _shards(spec: StepSpec, count: int) -> list[StepSpec]:
+    return [
+        replace(spec, step=f"score_{k}", outputs=(StepOutput("p", f"parts/shard-{k}"),))
+        for k in range(count)
+    ]
+
+
+def test_fan_out_submits_every_job_and_waits_for_them_together(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    specs = _shards(spec, 3)
+    results = make_compute(fake).run_steps(specs, ENV)
+    assert [r.job_name for r in results] == [f"{spec.run_id}-score-{k}" for k in range(3)]
+    assert [r.status for r in results] == ["Completed"] * 3
+    assert [r.outputs for r in results] == [{"p": f"parts/shard-{k}"} for k in range(3)]
+    assert fake.calls["jobs.create_or_update"] == 3
+    for k in range(3):
+        job = fake.jobs.records[f"{spec.run_id}-score-{k}"].job
+        assert (
+            job.outputs["p"].path
+            == f"azureml://datastores/workspaceblobstore/paths/parts/shard-{k}/"
+        )
+    # A restarted flow attaches to all of them by name: nothing is submitted twice.
+    again = make_compute(fake).run_steps(specs, ENV)
+    assert all(r.reused for r in again)
+    assert fake.calls["jobs.create_or_update"] == 3
+
+
+def test_fan_out_failure_cancels_the_other_jobs(fake: FakeMLClient, spec: StepSpec) -> None:
+    specs = _shards(spec, 3)
+    for other in (specs[0], specs[2]):
+        fake.jobs.script(other.job_name, Script(queued_seconds=1, running_seconds=10**12))
+    fake.jobs.script(
+        specs[1].job_name,
+        Script(queued_seconds=1, running_seconds=5, outcome=Outcome("Failed", error="bad CSV")),
+    )
+    compute = make_compute(fake, run_timeout_seconds=10**13, queue_timeout_seconds=10**13)
+    with pytest.raises(StepFailedError, match=rf"{specs[1].job_name} ended Failed: .*bad CSV"):
+        compute.run_steps(specs, ENV)
+    assert sorted(fake.jobs.cancelled) == [specs[0].job_name, specs[2].job_name]
+    assert all(
+        fake.jobs._status(fake.jobs.records[s.job_name]) == "Canceled" for s in (specs[0], specs[2])
+    )
+
+
+def test_fan_out_interrupted_while_waiting_cancels_every_job(
+    fake: FakeMLClient, spec: StepSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.compute.aml as aml_module
+
+    specs = _shards(spec, 2)
+    for one in specs:
+        fake.jobs.script(one.job_name, Script(queued_seconds=1, running_seconds=10**12))
+    real_wait = aml_module.wait
+    calls = []
+
+    def cancelled_run(futures, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs)
+        if len(calls) == 1:  # the Prefect run is cancelled while the flow waits
+            while len(fake.jobs.records) < len(specs):
+                threading.Event().wait(0.01)
+            raise KeyboardInterrupt
+        return real_wait(futures, **kwargs)
+
+    monkeypatch.setattr(aml_module, "wait", cancelled_run)
+    compute = make_compute(fake, run_timeout_seconds=10**13, queue_timeout_seconds=10**13)
+    with pytest.raises(KeyboardInterrupt):
+        compute.run_steps(specs, ENV)
+    assert sorted(fake.jobs.cancelled) == sorted(s.job_name for s in specs)

@@ -1,7 +1,7 @@
 """The score flow with SOMEMODEL_COMPUTE=aml against the fake workspace and Azurite.
 
 Train first (as AML jobs), then score: one file as a command job, and a folder
-of CSVs as a parallel pipeline job plus a merge command job. The fake
+of CSVs as a fan-out of shard command jobs plus a merge command job. The fake
 `MLClient` (the one patched seam) runs each job when it "completes" as AML
 would (tests/flows/compute/aml_runner.py), so the flow verifies and promotes
 predictions that the jobs wrote where their specs said.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from azure.ai.ml.entities import Command, PipelineJob
+from azure.ai.ml.entities import Command
 
 import flows.score as score_flow
 import flows.train as train_flow
@@ -50,10 +50,8 @@ def workspace(
         image,
         tmp_path_factory.mktemp("aml-uploads"),
         "aml-score",
-        AML_PARALLEL_MIN_FILES=str(FILES),
-        AML_PARALLEL_INSTANCE_COUNT="2",
-        AML_PARALLEL_MINI_BATCH_SIZE="2",
-        AML_PARALLEL_PROCESSES_PER_NODE="1",
+        SCORE_SHARDS="2",
+        SCORE_MIN_FILES_PER_SHARD="2",
     ) as fake:
         train_flow.seed_sample(Settings())
         score_flow.seed_sample(Settings())
@@ -104,7 +102,7 @@ def test_one_file_is_scored_by_a_command_job_like_train(
     summary = score_flow.score(input_path=score_flow.SAMPLE_PATH)
     assert isinstance(summary, ScoreSummary)
     run_id = summary.run_id
-    assert summary.parallel is None
+    assert summary.shards == ()
     job = workspace.jobs.records[f"{run_id}-score"].job
     assert isinstance(job, Command)
     assert job.inputs["model"].path == f"{DATASTORE_URI}trained_models/{trained.run_id}/"
@@ -120,7 +118,7 @@ def test_one_file_is_scored_by_a_command_job_like_train(
     assert latest_run(store) == run_id
 
 
-def test_a_folder_of_many_csvs_is_scored_by_a_parallel_job_then_merged(
+def test_a_folder_is_scored_by_shard_command_jobs_then_merged(
     workspace: FakeMLClient,
     store: BlobDatastore,
     trained: TrainSummary,
@@ -131,21 +129,24 @@ def test_a_folder_of_many_csvs_is_scored_by_a_parallel_job_then_merged(
     summary = score_flow.score(input_path=week_folder)
     assert isinstance(summary, ScoreSummary)
     run_id = summary.run_id
-    pipeline = workspace.jobs.records[f"{run_id}-score"].job
-    assert isinstance(pipeline, PipelineJob)
-    node = pipeline.jobs["score"]
-    assert node.inputs["input_data"].path == f"{DATASTORE_URI}{week_folder}/"
-    assert node.inputs["model"].path == f"{DATASTORE_URI}trained_models/{trained.run_id}/"
-    assert node.outputs["parts"].path == f"{DATASTORE_URI}prediction_parts/{run_id}/"
-    assert node.resources.instance_count == 2
+    for k in range(2):
+        job = workspace.jobs.records[f"{run_id}-score-{k}"].job
+        assert isinstance(job, Command)
+        assert job.inputs["input_data"].path == f"{DATASTORE_URI}{week_folder}/"
+        assert job.inputs["model"].path == f"{DATASTORE_URI}trained_models/{trained.run_id}/"
+        assert job.outputs["predictions"].path == (
+            f"{DATASTORE_URI}prediction_parts/{run_id}/shard-{k}/"
+        )
+        assert str(job.command).startswith("python run_score.py --model ${{inputs.model}}")
+        assert str(job.command).endswith(f"--shard-index {k} --shard-count 2")
+    assert f"{run_id}-score" not in workspace.jobs.records
     merge = workspace.jobs.records[f"{run_id}-score-merge"].job
     assert isinstance(merge, Command)
-    assert merge.inputs["parts"].path == f"{DATASTORE_URI}prediction_parts/{run_id}/"
+    assert merge.inputs["shard_1"].path == f"{DATASTORE_URI}prediction_parts/{run_id}/shard-1/"
     assert merge.outputs["predictions"].path == f"{DATASTORE_URI}predictions/{run_id}/"
     assert "--expected-files 5" in str(merge.command)
 
-    assert summary.parallel is not None
-    assert summary.parallel.job_name == f"{run_id}-score"
+    assert [s.job_name for s in summary.shards] == [f"{run_id}-score-0", f"{run_id}-score-1"]
     assert summary.step.job_name == f"{run_id}-score-merge"
     assert summary.predictions.rows == 30
     assert [path for path, _ in summary.predictions.inputs] == [
@@ -153,13 +154,13 @@ def test_a_folder_of_many_csvs_is_scored_by_a_parallel_job_then_merged(
     ]  # fmt: skip
     assert summary.promoted
     assert latest_run(store) == run_id
-    assert f"parallel job: `{run_id}-score` Completed" in summary.to_markdown()
+    assert f"shard: `{run_id}-score-0` Completed" in summary.to_markdown()
 
-    # The same folder below the threshold: one command job, the same predictions byte for byte.
-    monkeypatch.setenv("SOMEMODEL_AML_PARALLEL_MIN_FILES", str(FILES + 1))
+    # One command job over the same folder: the same predictions byte for byte.
+    monkeypatch.setenv("SOMEMODEL_SCORE_SHARDS", "1")
     plain = score_flow.score(input_path=week_folder, force_rerun=True)
     assert isinstance(plain, ScoreSummary)
-    assert plain.parallel is None
+    assert plain.shards == ()
     assert isinstance(workspace.jobs.records[f"{plain.run_id}-score"].job, Command)
     assert predictions_csv(store, run_id, tmp_path) == predictions_csv(
         store, plain.run_id, tmp_path
@@ -170,7 +171,7 @@ def test_a_folder_of_many_csvs_is_scored_by_a_parallel_job_then_merged(
     )
 
 
-def test_a_bad_file_fails_the_parallel_job_and_latest_stays(
+def test_a_bad_file_fails_its_shard_and_latest_stays(
     workspace: FakeMLClient,
     store: BlobDatastore,
     trained: TrainSummary,
@@ -182,6 +183,8 @@ def test_a_bad_file_fails_the_parallel_job_and_latest_stays(
     bad.write_text("id,sepal_length\nx,1.0\n")
     for i in range(FILES):
         store.upload_file(bad, f"raw/bad-week/{i}.csv", overwrite=True)
-    with pytest.raises(Exception, match=r"-score ended Failed.*\n.*Studio: https://ml.azure.com"):
+    with pytest.raises(
+        Exception, match=r"-score-\d ended Failed.*\n.*Studio: https://ml.azure.com"
+    ):
         score_flow.score(input_path="raw/bad-week")
     assert latest_run(store) == before

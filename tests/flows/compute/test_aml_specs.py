@@ -12,12 +12,11 @@ from flows.compute.aml_specs import (
     AmlTarget,
     build_command_job,
     build_environment,
-    build_parallel_job,
     environment_id,
     shell_join,
 )
-from flows.compute.base import EnvironmentSpec, StepInput, StepOutput, StepSpec, WheelRef
-from flows.plan import STEPS_DIR, data_prep_step, train_step
+from flows.compute.base import EnvironmentSpec, StepSpec, WheelRef
+from flows.plan import STEPS_DIR, data_prep_step, merge_step, score_shard_steps, train_step
 from flows.settings import Settings
 
 RUN_ID = "train-2026-11-23-1a2b3c4d"
@@ -174,50 +173,33 @@ def test_no_secret_reaches_any_spec(
         assert "AccountKey" not in text
 
 
-def test_parallel_score_job_splits_the_csv_folder(tmp_path: Path) -> None:
-    spec = StepSpec(
-        step="score",
-        run_id="score-2026-11-23-1a2b3c4d",
-        code_dir=STEPS_DIR / "score",
-        script="run_score.py",
-        inputs=(
-            StepInput("model", f"trained_models/{RUN_ID}", "uri_folder"),
-            StepInput("input_data", "raw/week-48", "uri_folder"),
-        ),
-        outputs=(StepOutput("predictions", "predictions/score-2026-11-23-1a2b3c4d"),),
-        params={"run_id": "score-2026-11-23-1a2b3c4d"},
-    )
-    pipeline = build_parallel_job(
-        spec,
-        ENV_ID,
-        TARGET,
-        TAGS,
-        entry_script="score_parallel.py",
-        data_input="input_data",
-        instance_count=3,
-        mini_batch_size="2",
-    )
-    body = pipeline._to_rest_object().as_dict()
-    assert body["name"] == "score-2026-11-23-1a2b3c4d-score"
-    props = body["properties"]
-    assert props["jobType"] == "Pipeline"
-    assert props["computeId"] == "cpu-cluster"
-    node = props["jobs"]["score"]
-    assert node["type"] == "parallel"
-    assert node["input_data"] == "${{inputs.input_data}}"
-    assert node["resources"]["instance_count"] == 3
-    assert node["mini_batch_size"] == 2
-    assert node["inputs"]["input_data"]["uri"] == f"{DS}/raw/week-48/"
-    assert node["inputs"]["model"]["uri"] == f"{DS}/trained_models/{RUN_ID}/"
-    assert node["outputs"]["predictions"]["uri"] == (f"{DS}/predictions/score-2026-11-23-1a2b3c4d/")
-    assert node["task"]["entry_script"] == "score_parallel.py"
-    assert node["task"]["code"] == str(STEPS_DIR / "score")
-    assert node["task"]["environment"] == ENV_ID
-    assert node["task"]["program_arguments"] == (
-        "--model ${{inputs.model}} --input-data ${{inputs.input_data}}"
-        " --predictions ${{outputs.predictions}} --run-id score-2026-11-23-1a2b3c4d"
-    )
-    with pytest.raises(ValueError, match="data_input 'nope'"):
-        build_parallel_job(
-            spec, ENV_ID, TARGET, TAGS, entry_script="e.py", data_input="nope", instance_count=1
+def test_score_shards_are_command_jobs_over_the_same_folder() -> None:
+    run_id = "score-2026-11-23-1a2b3c4d"
+    specs = score_shard_steps(run_id, RUN_ID, "raw/week-48", "id", 3)
+    bodies = [rest(build_command_job(spec, ENV_ID, TARGET, TAGS)) for spec in specs]
+    assert [b["name"] for b in bodies] == [f"{run_id}-score-{k}" for k in range(3)]
+    for k, body in enumerate(bodies):
+        props = body["properties"]
+        assert props["jobType"] == "Command"
+        assert props["inputs"]["input_data"] == {
+            "uri": f"{DS}/raw/week-48/", "mode": "Download", "jobInputType": "uri_folder"
+        }  # fmt: skip
+        assert props["inputs"]["model"]["uri"] == f"{DS}/trained_models/{RUN_ID}/"
+        assert props["outputs"]["predictions"]["uri"] == (
+            f"{DS}/prediction_parts/{run_id}/shard-{k}/"
         )
+        assert props["command"].startswith("python run_score.py --model ${{inputs.model}}")
+        assert props["command"].endswith(f"--shard-index {k} --shard-count 3")
+        assert props["environmentId"] == ENV_ID
+    merge = rest(build_command_job(
+        merge_step(run_id, [s.outputs[0].path for s in specs], 7), ENV_ID, TARGET, TAGS
+    ))  # fmt: skip
+    assert merge["name"] == f"{run_id}-score-merge"
+    assert merge["properties"]["command"] == (
+        "python run_merge.py --shard-0 ${{inputs.shard_0}} --shard-1 ${{inputs.shard_1}}"
+        " --shard-2 ${{inputs.shard_2}} --predictions ${{outputs.predictions}}"
+        f" --run-id {run_id} --expected-files 7"
+    )
+    assert merge["properties"]["inputs"]["shard_2"]["uri"] == (
+        f"{DS}/prediction_parts/{run_id}/shard-2/"
+    )

@@ -106,16 +106,12 @@ def test_dry_run_writes_yaml_and_submits_nothing(
     out = capsys.readouterr().out
     folder = Settings().plan_dir / "train-dry-run-1"
     assert f"plan:      {folder}" in out
-    assert sorted(p.name for p in folder.glob("*.yaml")) == [
-        "environment.yaml",
-        "train-dry-run-1-data-prep.yaml",
-        "train-dry-run-1-train.yaml",
-    ]
+    assert sorted(p.name for p in folder.glob("*.yaml")) == ["environment.yaml", "pipeline.yaml"]
     assert (folder / "environment" / "Dockerfile").is_file()
-    assert (
-        "prepared_dataframes/train-dry-run-1/"
-        in (folder / "train-dry-run-1-train.yaml").read_text()
-    )
+    pipeline = (folder / "pipeline.yaml").read_text()
+    assert "${{parent.jobs.data_prep.outputs.output_dataframe_path}}" in pipeline
+    assert "prepared_dataframes/train-dry-run-1/" in pipeline
+    assert str(folder) not in pipeline
     assert dict(workspace.calls) == jobs_before
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import ContainerClient, ContainerSasPermissions, generate_container_sas
 
-from flows.datastore import DatastoreError, DatastoreNotFoundError, make_datastore
+from flows.backends import make_datastore
+from flows.datastore import DatastoreError, DatastoreNotFoundError
 from flows.datastore.base import sha256_of_file
 from flows.datastore.blob import BlobDatastore
 from flows.settings import Settings
