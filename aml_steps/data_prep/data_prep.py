@@ -323,7 +323,10 @@ def data_prep(
             f"no rows left after dropping rows with a missing target or features ({rows_in} in)"
         )
     out = pd.DataFrame(x, columns=features, copy=False)
-    out[target_col] = df[target_col].to_numpy()[keep] if dropped else df[target_col].to_numpy()
+    # The labels stay in pandas' (Arrow-backed) text array: a numpy copy would hold a
+    # Python string per row, ~60 bytes each.
+    target = df[target_col]
+    out[target_col] = (target[keep] if dropped else target).array
 
     classes = out[target_col].unique()
     if len(classes) < 2:

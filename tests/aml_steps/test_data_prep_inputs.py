@@ -222,7 +222,7 @@ def test_semicolon_file_says_what_it_found(tmp_path: Path) -> None:
 
 
 def test_wide_file_is_prepared_in_linear_time(tmp_path: Path) -> None:
-    # 30,000 columns: the quadratic duplicate checks took ~25 s here; linear ones < 1 s.
+    # 30,000 columns: 51 s before (two quadratic duplicate checks, pandas per column), ~6 s now.
     n = 30_000
     names = [f"c{i}" for i in range(n)]
     rows = [",".join(str(i % 3) for i in range(n)) + f",{label}" for label in "abab"]
@@ -231,7 +231,7 @@ def test_wide_file_is_prepared_in_linear_time(tmp_path: Path) -> None:
     out = prepare([csv])
     elapsed = time.perf_counter() - started
     assert out.shape == (4, n + 1)
-    assert elapsed < 10, f"{elapsed:.1f} s for {n} columns"
+    assert elapsed < 20, f"{elapsed:.1f} s for {n} columns"
 
 
 def test_wide_messages_stay_short(tmp_path: Path) -> None:
