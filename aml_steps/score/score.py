@@ -363,7 +363,7 @@ def _is_gzip(path: Path) -> bool:
         return fh.read(2) == _GZIP_MAGIC
 
 
-def _header_bytes(fh: BinaryIO, source: str) -> tuple[bytes, int]:
+def _header_bytes(fh: Iterable[bytes], source: str) -> tuple[bytes, int]:
     """The first CSV record and its size in the file (with the blank lines before it).
 
     Lines are read until the quotes balance (a quoted name may hold a newline).
