@@ -26,6 +26,8 @@ PREPARED_FILENAME = "prepared.parquet"
 DEFAULT_MAX_DROPPED_SHARE = 0.5
 _EXAMPLES = 3
 _SHOWN_COLUMNS = 10
+# A feature that counts 0, 1, 2... over at least this many rows is an exported index.
+_ROW_NUMBER_MIN_ROWS = 50
 _GZIP_MAGIC = b"\x1f\x8b"
 # The one missing-value marker, for features and labels alike (docs/reliability.md):
 # an empty cell. "NA", "NULL", "None"... are values: a class may be called "NA".
@@ -225,6 +227,25 @@ def _as_float(column: pd.Series) -> np.ndarray:
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _is_row_number(column: np.ndarray) -> bool:
+    """True for 0, 1, 2, ... (restarting at 0 where a file ends) or 1, 2, 3, ... to the end.
+
+    Restarts must be rare (runs of ``_ROW_NUMBER_MIN_ROWS`` on average), so a small
+    cyclic feature (an hour, a weekday) is not taken for an index.
+    """
+    n = len(column)
+    if n < _ROW_NUMBER_MIN_ROWS or column[0] not in (0.0, 1.0):
+        return False
+    counts_on = np.diff(column) == 1.0
+    if column[0] == 1.0:
+        return bool(counts_on.all())
+    restarts = ~counts_on
+    return bool(
+        np.all(column[1:][restarts] == 0.0)
+        and (int(np.count_nonzero(restarts)) + 1) * _ROW_NUMBER_MIN_ROWS <= n
+    )
+
+
 def _check_dropped(
     dropped: int, rows_in: int, blame: dict[str, int], max_dropped_share: float
 ) -> None:
@@ -301,6 +322,13 @@ def data_prep(
             continue
         column = x[:, j]
         column[:] = _as_float(values)
+        if _is_row_number(column):
+            raise DataPrepError(
+                f"column {str(name)!r} holds the row numbers ({column[0]:.0f}, "
+                f"{column[0] + 1:.0f}, {column[0] + 2:.0f}, ... in order): probably an index "
+                "(pandas' reset_index, or to_csv with index_label); a row number predicts "
+                "nothing: drop the column from the input"
+            )
         finite = np.isfinite(column)
         blame[repr(str(name))] = int(rows_in - np.count_nonzero(finite))
         complete &= finite

@@ -120,6 +120,28 @@ def test_unnamed_header_written_back_is_dropped_too(tmp_path: Path, iris_df: pd.
     assert list(out.columns) == [*FEATURES, "target"]
 
 
+@pytest.mark.parametrize("index_label", ["index", "row"])
+def test_a_named_index_column_is_refused(
+    tmp_path: Path, iris_df: pd.DataFrame, index_label: str
+) -> None:
+    csv = tmp_path / "named.csv"
+    iris_df.to_csv(csv, index_label=index_label)
+    with pytest.raises(DataPrepError, match=rf"'{index_label}' holds the row numbers \(0, 1, 2"):
+        prepare([csv])
+
+
+def test_an_index_restarting_in_each_file_is_refused(tmp_path: Path, iris_df: pd.DataFrame) -> None:
+    for name, part in (("a.csv", iris_df.iloc[:75]), ("b.csv", iris_df.iloc[75:])):
+        part.reset_index(drop=True).reset_index().to_csv(tmp_path / name, index=False)
+    with pytest.raises(DataPrepError, match="'index' holds the row numbers"):
+        prepare([tmp_path / "a.csv", tmp_path / "b.csv"])
+
+
+def test_a_counting_feature_in_a_small_file_is_kept(tmp_path: Path) -> None:
+    rows = "".join(f"{i},{'ab'[i % 2]}\n" for i in range(20))
+    assert len(prepare([write(tmp_path / "small.csv", "n,target\n" + rows)])) == 20
+
+
 # --- 3. no silent mass drop of rows -----------------------------------------------------
 
 
