@@ -73,9 +73,25 @@ def source_names(files: list[Path], root: Path, shown_root: str = "") -> list[st
     return names
 
 
-def _is_gzip(path: Path) -> bool:
+# Files that are not (plain or gzip) CSV text, by their first bytes: what to say instead
+# of a UTF-8 decode error.
+_NOT_CSV = (
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook?): export or extract it as CSV"),
+    (b"BZh", "bzip2-compressed: decompress it, or compress it with gzip instead"),
+    (b"\xfd7zXZ", "xz-compressed: decompress it, or compress it with gzip instead"),
+    (b"\xff\xfe", "UTF-16 text: save it as UTF-8 CSV"),
+    (b"\xfe\xff", "UTF-16 text: save it as UTF-8 CSV"),
+)
+
+
+def _is_gzip(path: Path, name: str) -> bool:
+    """True for a gzip-compressed file (whatever its name); DataPrepError for other binaries."""
     with path.open("rb") as fh:
-        return fh.read(2) == _GZIP_MAGIC
+        head = fh.read(6)
+    for magic, what in _NOT_CSV:
+        if head.startswith(magic):
+            raise DataPrepError(f"{name}: the file is {what}")
+    return head.startswith(_GZIP_MAGIC)
 
 
 def _read_header(path: Path, name: str, gzipped: bool) -> list[str]:
@@ -147,7 +163,7 @@ def read_csvs(
     frames: list[pd.DataFrame] = []
     expected: list[str] | None = None
     for path, name in zip(paths, names, strict=True):
-        gzipped = _is_gzip(path)
+        gzipped = _is_gzip(path, name)
         header = _read_header(path, name, gzipped)
         unnamed = _unnamed_positions(header)
         skipped = set(unnamed)

@@ -358,9 +358,25 @@ class CsvHeader:
     gzipped: bool
 
 
-def _is_gzip(path: Path) -> bool:
+# Files that are not (plain or gzip) CSV text, by their first bytes: what to say instead
+# of a UTF-8 decode error.
+_NOT_CSV = (
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook?): export or extract it as CSV"),
+    (b"BZh", "bzip2-compressed: decompress it, or compress it with gzip instead"),
+    (b"\xfd7zXZ", "xz-compressed: decompress it, or compress it with gzip instead"),
+    (b"\xff\xfe", "UTF-16 text: save it as UTF-8 CSV"),
+    (b"\xfe\xff", "UTF-16 text: save it as UTF-8 CSV"),
+)
+
+
+def _is_gzip(path: Path, source: str) -> bool:
+    """True for a gzip-compressed file (whatever its name); ScoreError for other binaries."""
     with path.open("rb") as fh:
-        return fh.read(2) == _GZIP_MAGIC
+        head = fh.read(6)
+    for magic, what in _NOT_CSV:
+        if head.startswith(magic):
+            raise ScoreError(f"{source}: the file is {what}")
+    return head.startswith(_GZIP_MAGIC)
 
 
 def _header_bytes(fh: Iterable[bytes], source: str) -> tuple[bytes, int]:
@@ -391,7 +407,7 @@ def read_header(path: Path, source: str) -> CsvHeader:
     not a scoring run (training refuses it too). A file that has a header and no
     rows scores 0 rows.
     """
-    gzipped = _is_gzip(path)
+    gzipped = _is_gzip(path, source)
     try:
         with gzip.open(path, "rb") if gzipped else path.open("rb") as fh:
             record, size = _header_bytes(fh, source)

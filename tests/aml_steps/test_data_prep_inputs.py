@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -264,3 +265,19 @@ def test_wide_messages_stay_short(tmp_path: Path) -> None:
         read_csvs([a, b], names=["a.csv", "b.csv"])
     assert "same columns in another order" in str(info.value)
     assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(
+    ("head", "says"),
+    [
+        (b"PK\x03\x04\x14\x00", "a zip archive (an Excel .xlsx workbook?)"),
+        (b"BZh91AY", "bzip2-compressed"),
+        ("f1,target\n1,a\n".encode("utf-16"), "UTF-16 text: save it as UTF-8 CSV"),
+    ],
+    ids=["xlsx", "bzip2", "utf-16"],
+)
+def test_other_binary_formats_are_named(tmp_path: Path, head: bytes, says: str) -> None:
+    path = tmp_path / "week.csv"
+    path.write_bytes(head + b"\x00" * 64)
+    with pytest.raises(DataPrepError, match=r"week\.csv: the file is " + re.escape(says)):
+        prepare([path])

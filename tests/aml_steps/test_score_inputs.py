@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -200,3 +201,21 @@ def test_bom_file_is_scored(tmp_path: Path, trained_dir: Path) -> None:
     csv.write_bytes(b"\xef\xbb\xbf" + (",".join(FEATURES) + "\r\n5,3,1.4,0.2\r\n").encode())
     (summary,) = score_files(load_trained_model(trained_dir), csv, tmp_path / "pred")
     assert summary.rows == 1
+
+
+@pytest.mark.parametrize(
+    ("head", "says"),
+    [
+        (b"PK\x03\x04\x14\x00", "a zip archive (an Excel .xlsx workbook?)"),
+        (b"BZh91AY", "bzip2-compressed"),
+        ("f1,target\n1,a\n".encode("utf-16"), "UTF-16 text: save it as UTF-8 CSV"),
+    ],
+    ids=["xlsx", "bzip2", "utf-16"],
+)
+def test_other_binary_formats_are_named(
+    tmp_path: Path, trained_dir: Path, head: bytes, says: str
+) -> None:
+    path = tmp_path / "week.csv"
+    path.write_bytes(head + b"\x00" * 64)
+    with pytest.raises(ScoreError, match=r"week\.csv: the file is " + re.escape(says)):
+        score_files(load_trained_model(trained_dir), path, tmp_path / "pred")
