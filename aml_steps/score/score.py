@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,8 @@ _PROBA_SCALE = 10**9  # probabilities are written with 9 decimal places
 _PROBA_SLACK = 1e-9  # rounding error tolerated outside [0, 1], then clipped
 _SHOWN_COLUMNS = 10
 _MAX_HEADER = 64 << 20  # bytes: a header this long is an unclosed quote
+_HEADER_CHUNK = 1 << 16
+_RECORD_END = re.compile(rb'["\r\n]')
 _GZIP_MAGIC = b"\x1f\x8b"
 # The missing-value rule of training (docs/reliability.md): only an empty cell.
 _MISSING = [""]
@@ -379,25 +381,35 @@ def _is_gzip(path: Path, source: str) -> bool:
     return head.startswith(_GZIP_MAGIC)
 
 
-def _header_bytes(fh: Iterable[bytes], source: str) -> tuple[bytes, int]:
-    """The first CSV record and its size in the file (with the blank lines before it).
+def _header_bytes(fh: BinaryIO, source: str) -> tuple[bytes, int]:
+    """The first CSV record, and where it ends in the file (after any blank lines before it).
 
-    Lines are read until the quotes balance (a quoted name may hold a newline).
+    Scans for the first line end outside quotes (a quoted name may hold a newline):
+    ``\n``, ``\r\n`` or a lone ``\r`` (Excel for Mac's "CSV" has no ``\n`` at all).
     """
-    record, size = b"", 0
-    for line in fh:
-        size += len(line)
-        if not record and not line.strip():
-            continue  # blank lines before the header: Arrow and pandas skip them too
-        record += line
-        if record.count(b'"') % 2 == 0:
-            break
-        if len(record) > _MAX_HEADER:
-            raise ScoreError(
-                f"{source}: the header is longer than {_MAX_HEADER >> 20} MiB or has an "
-                "unclosed quote: check the first line's quotes"
-            )
-    return record, size
+    data = bytearray()
+    start = scan = 0
+    in_quotes = False
+    while True:
+        match = _RECORD_END.search(data, scan)
+        if match is None:
+            if len(data) - start > _MAX_HEADER:
+                raise ScoreError(
+                    f"{source}: the header is longer than {_MAX_HEADER >> 20} MiB or has an "
+                    "unclosed quote: check the first line's quotes"
+                )
+            chunk = fh.read(_HEADER_CHUNK)
+            if not chunk:
+                return bytes(data[start:]), len(data)
+            data += chunk
+            continue
+        scan = match.end()
+        if data[match.start()] == ord('"'):
+            in_quotes = not in_quotes
+        elif not in_quotes:
+            if data[start : match.start()].strip():
+                return bytes(data[start : match.start()]), scan
+            start = scan  # a blank line before the header: Arrow and pandas skip it too
 
 
 def read_header(path: Path, source: str) -> CsvHeader:
@@ -410,7 +422,7 @@ def read_header(path: Path, source: str) -> CsvHeader:
     gzipped = _is_gzip(path, source)
     try:
         with gzip.open(path, "rb") if gzipped else path.open("rb") as fh:
-            record, size = _header_bytes(fh, source)
+            record, size = _header_bytes(cast(BinaryIO, fh), source)
         text = record.decode("utf-8-sig")
         names = next(csv.reader(io.StringIO(text, newline=""), strict=True), [])
     except UnicodeDecodeError as exc:

@@ -281,3 +281,9 @@ def test_other_binary_formats_are_named(tmp_path: Path, head: bytes, says: str) 
     path.write_bytes(head + b"\x00" * 64)
     with pytest.raises(DataPrepError, match=r"week\.csv: the file is " + re.escape(says)):
         prepare([path])
+
+
+def test_cr_only_line_endings_are_read(tmp_path: Path, iris_df: pd.DataFrame) -> None:
+    csv = tmp_path / "mac.csv"
+    iris_df.to_csv(csv, index=False, lineterminator="\r")  # Excel for Mac's "CSV"
+    assert len(prepare([csv])) == 150

@@ -19,7 +19,7 @@ import pytest
 import run_data_prep
 import run_score
 import run_train
-from score import ScoreError, load_trained_model, score_files
+from score import ScoreError, load_trained_model, read_header, score_files
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -219,3 +219,23 @@ def test_other_binary_formats_are_named(
     path.write_bytes(head + b"\x00" * 64)
     with pytest.raises(ScoreError, match=r"week\.csv: the file is " + re.escape(says)):
         score_files(load_trained_model(trained_dir), path, tmp_path / "pred")
+
+
+def test_cr_only_line_endings_are_scored(
+    tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame
+) -> None:
+    csv = tmp_path / "mac.csv"
+    iris_df.to_csv(csv, index=False, lineterminator="\r")  # Excel for Mac's "CSV"
+    header = read_header(csv, "mac.csv")
+    assert header.names == [*FEATURES, "target"]
+    assert header.size < 100  # the first record only, not the whole file
+    (summary,) = score_files(load_trained_model(trained_dir), csv, tmp_path / "pred")
+    assert summary.rows == 150
+
+
+def test_quoted_newline_in_a_header_name(tmp_path: Path) -> None:
+    csv = tmp_path / "q.csv"
+    csv.write_bytes(b'\r\n\r\n"a\nb",c\r\n1,2\r\n')
+    header = read_header(csv, "q.csv")
+    assert header.names == ["a\nb", "c"]
+    assert header.size == len(b'\r\n\r\n"a\nb",c\r')
