@@ -42,17 +42,25 @@ class DataPrepError(ValueError):
     """The input data cannot be prepared; the message says what to fix."""
 
 
-def list_csv_files(path: Path) -> list[Path]:
-    """``path`` itself when it is a file, else every ``*.csv``/``*.csv.gz`` below it, sorted."""
+def list_csv_files(path: Path, shown: str = "") -> list[Path]:
+    """``path`` itself when it is a file, else every ``*.csv``/``*.csv.gz`` below it, sorted.
+
+    ``shown`` is how messages name ``path`` (the user's datastore path), by default itself.
+    """
+    shown = shown or str(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise DataPrepError(f"input path does not exist: {path}")
+        raise DataPrepError(f"input path does not exist: {shown}")
     files = sorted(
         p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz"))
     )
     if not files:
-        raise DataPrepError(f"no CSV files found in folder {path}")
+        found = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+        raise DataPrepError(
+            f"no CSV files found in folder {shown} (found {_shown(found)}): give a CSV file "
+            "or a folder of *.csv or *.csv.gz files"
+        )
     return files
 
 

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parse_args(argv)
     try:
-        files = list_csv_files(args.input_dataset_path)
+        files = list_csv_files(args.input_dataset_path, args.input_path)
         names = source_names(files, args.input_dataset_path, args.input_path)
         logger.info("reading %d CSV file(s) from %s", len(files), args.input_dataset_path)
         prepared = data_prep(

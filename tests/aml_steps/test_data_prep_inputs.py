@@ -287,3 +287,15 @@ def test_cr_only_line_endings_are_read(tmp_path: Path, iris_df: pd.DataFrame) ->
     csv = tmp_path / "mac.csv"
     iris_df.to_csv(csv, index=False, lineterminator="\r")  # Excel for Mac's "CSV"
     assert len(prepare([csv])) == 150
+
+
+def test_a_folder_without_csvs_is_named_as_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scratch = tmp_path / ".cache" / "inputs" / "input_dataset_path"
+    write(scratch / "notes.txt", "not data")
+    argv = ["--input-dataset-path", str(scratch), "--output-dataframe-path", str(tmp_path / "o")]
+    assert run_data_prep.main([*argv, "--input-path", "raw/train"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: no CSV files found in folder raw/train")
+    assert "['notes.txt']" in error
