@@ -19,7 +19,7 @@ import pytest
 import run_data_prep
 import run_score
 import run_train
-from score import ScoreError, load_trained_model, read_header, score_files
+from score import ScoreError, load_trained_model, score_files
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -224,6 +224,8 @@ def test_other_binary_formats_are_named(
 def test_cr_only_line_endings_are_scored(
     tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame
 ) -> None:
+    from score import read_header  # new with issue 16
+
     csv = tmp_path / "mac.csv"
     iris_df.to_csv(csv, index=False, lineterminator="\r")  # Excel for Mac's "CSV"
     header = read_header(csv, "mac.csv")
@@ -234,6 +236,8 @@ def test_cr_only_line_endings_are_scored(
 
 
 def test_quoted_newline_in_a_header_name(tmp_path: Path) -> None:
+    from score import read_header  # new with issue 16
+
     csv = tmp_path / "q.csv"
     csv.write_bytes(b'\r\n\r\n"a\nb",c\r\n1,2\r\n')
     header = read_header(csv, "q.csv")
