@@ -16,6 +16,8 @@ from typing import Annotated
 from pydantic import AfterValidator, WithJsonSchema
 
 MAX_PATH_LENGTH = 1024
+# File systems (ext4, NTFS, APFS) and the local datastore cap a file or folder name.
+MAX_SEGMENT_BYTES = 255
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ =+-]*$")
 _RUN_ID = re.compile(r"^[a-z][a-z0-9-]{2,62}$")
 _COLUMN = re.compile(r"^[^\x00-\x1f]{1,256}$")
@@ -54,6 +56,12 @@ def check_datastore_path(path: str) -> str:
             raise InvalidPathError(
                 f"path {shown} has an empty, '.' or '..' segment: paths may not leave the datastore"
             )
+        if len(segment.encode()) > MAX_SEGMENT_BYTES:
+            raise InvalidPathError(
+                f"path {shown}: segment {_shorten(segment)} is {len(segment.encode())} bytes "
+                f"long; a file or folder name may be at most {MAX_SEGMENT_BYTES} bytes: "
+                "shorten it"
+            )
         if not _SEGMENT.match(segment):
             raise InvalidPathError(
                 f"path {shown}: segment {_shorten(segment)} may only contain letters, digits, "
@@ -83,7 +91,9 @@ def check_column_name(name: str) -> str:
 # Prefect server checks when a run is created (deployments enforce their
 # parameter schema), so a bad value from the API or the UI is refused before a
 # run even exists. The patterns accept exactly what the validators accept.
-DATASTORE_PATH_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._ =+-]*(/[A-Za-z0-9][A-Za-z0-9._ =+-]*)*/*$"
+DATASTORE_PATH_PATTERN = (
+    r"^[A-Za-z0-9][A-Za-z0-9._ =+-]{0,254}(/[A-Za-z0-9][A-Za-z0-9._ =+-]{0,254})*/*$"
+)
 DatastorePath = Annotated[
     str,
     AfterValidator(check_datastore_path),

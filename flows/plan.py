@@ -33,7 +33,8 @@ def data_prep_step(
         script="run_data_prep.py",
         inputs=(StepInput("input_dataset_path", input_path, input_kind),),
         outputs=(StepOutput("output_dataframe_path", prepared_dir(run_id)),),
-        params={"target_col": target_col},
+        # input_path: the step names files under it in its errors, not its local copy.
+        params={"target_col": target_col, "input_path": input_path},
         display_name="data prep",
     )
 

@@ -7,8 +7,12 @@ CLI in ``run_data_prep.py`` wires them to the command line.
 from __future__ import annotations
 
 import csv
+import gzip
 import logging
+import re
 import warnings
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,113 +23,292 @@ from somemodel.artifacts import atomic_output
 logger = logging.getLogger(__name__)
 
 PREPARED_FILENAME = "prepared.parquet"
+DEFAULT_MAX_DROPPED_SHARE = 0.5
 _EXAMPLES = 3
-# pandas' default missing-value markers (read_csv's `na_values` documentation).
-_NA_TEXT = frozenset(
-    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-)  # fmt: skip
+_SHOWN_COLUMNS = 10
+# A feature that counts 0, 1, 2... over at least this many rows is an exported index.
+_ROW_NUMBER_MIN_ROWS = 50
+_GZIP_MAGIC = b"\x1f\x8b"
+# The one missing-value marker, for features and labels alike (docs/reliability.md):
+# an empty cell. "NA", "NULL", "None"... are values: a class may be called "NA".
+_MISSING = [""]
+# Text a feature cell may hold that is a number, but not a finite one.
+_NAN_TEXT = frozenset(["nan", "+nan", "-nan"])
+# A header cell pandas writes for an unnamed index, or reads back from an empty one.
+_UNNAMED = re.compile(r"^Unnamed: \d+$")
 
 
 class DataPrepError(ValueError):
     """The input data cannot be prepared; the message says what to fix."""
 
 
-def list_csv_files(path: Path) -> list[Path]:
-    """``path`` itself when it is a file, else every ``*.csv`` below it, sorted."""
+def list_csv_files(path: Path, shown: str = "") -> list[Path]:
+    """``path`` itself when it is a file, else every ``*.csv``/``*.csv.gz`` below it, sorted.
+
+    ``shown`` is how messages name ``path`` (the user's datastore path), by default itself.
+    """
+    shown = shown or str(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise DataPrepError(f"input path does not exist: {path}")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".csv")
+        raise DataPrepError(f"input path does not exist: {shown}")
+    files = sorted(
+        p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz"))
+    )
     if not files:
-        raise DataPrepError(f"no CSV files found in folder {path}")
+        found = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+        raise DataPrepError(
+            f"no CSV files found in folder {shown} (found {_shown(found)}): give a CSV file "
+            "or a folder of *.csv or *.csv.gz files"
+        )
     return files
 
 
-def _read_header(path: Path) -> list[str]:
+def source_names(files: list[Path], root: Path, shown_root: str = "") -> list[str]:
+    """How messages name each file: the path the user gave, not the step's local copy.
+
+    ``root`` is the step's input (a file or a folder), ``shown_root`` what the user
+    called it (the datastore path); files are named relative to it.
+    """
+    shown_root = shown_root.rstrip("/")
+    names = []
+    for path in files:
+        if path == root:
+            names.append(shown_root or path.name)
+            continue
+        relative = path.relative_to(root).as_posix()
+        names.append(f"{shown_root}/{relative}" if shown_root else relative)
+    return names
+
+
+# Files that are not (plain or gzip) CSV text, by their first bytes: what to say instead
+# of a UTF-8 decode error.
+_NOT_CSV = (
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook?): export or extract it as CSV"),
+    (b"BZh", "bzip2-compressed: decompress it, or compress it with gzip instead"),
+    (b"\xfd7zXZ", "xz-compressed: decompress it, or compress it with gzip instead"),
+    (b"\xff\xfe", "UTF-16 text: save it as UTF-8 CSV"),
+    (b"\xfe\xff", "UTF-16 text: save it as UTF-8 CSV"),
+)
+
+
+def _is_gzip(path: Path, name: str) -> bool:
+    """True for a gzip-compressed file (whatever its name); DataPrepError for other binaries."""
+    with path.open("rb") as fh:
+        head = fh.read(6)
+    for magic, what in _NOT_CSV:
+        if head.startswith(magic):
+            raise DataPrepError(f"{name}: the file is {what}")
+    return head.startswith(_GZIP_MAGIC)
+
+
+def _read_header(path: Path, name: str, gzipped: bool) -> list[str]:
     # pandas silently renames duplicate headers ("a", "a.1"), so read the raw line.
-    with path.open(newline="", encoding="utf-8") as fh:
-        try:
+    # utf-8-sig: a byte-order mark is not part of the first column's name.
+    opener = gzip.open if gzipped else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
             header = next(csv.reader(fh), None)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise DataPrepError(f"{path}: cannot read the CSV header: {exc}") from exc
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataPrepError(f"{name}: cannot read the CSV header: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataPrepError(f"{name}: gzip-compressed but cannot be decompressed: {exc}") from exc
     if not header:
-        raise DataPrepError(f"{path}: file is empty (no header, no rows)")
+        raise DataPrepError(f"{name}: file is empty (no header, no rows)")
     return header
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _unnamed_positions(header: list[str]) -> list[int]:
+    return [i for i, column in enumerate(header) if not column.strip() or _UNNAMED.match(column)]
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted(name for name, count in Counter(names).items() if count > 1)
+
+
+def _read_csv(path: Path, name: str, target_col: str, gzipped: bool) -> pd.DataFrame:
     # index_col=False: rows with one field more than the header would otherwise make
     # pandas take the first column as the index and shift every value one column left.
     # pandas only warns that it drops the extra fields, so the warning is made an error.
+    # Labels are read as text, so "001" stays "001"; only an empty cell is missing.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, index_col=False)
+            return pd.read_csv(
+                path,
+                index_col=False,
+                dtype={target_col: str},
+                keep_default_na=False,
+                na_values=_MISSING,
+                compression="gzip" if gzipped else None,
+                encoding="utf-8",
+            )
     except pd.errors.ParserWarning as exc:
         raise DataPrepError(
-            f"{path}: some rows have more fields than the header: check for unquoted commas"
+            f"{name}: some rows have more fields than the header: check for unquoted commas"
         ) from exc
     except pd.errors.EmptyDataError as exc:
-        raise DataPrepError(f"{path}: file is empty (no header, no rows)") from exc
+        raise DataPrepError(f"{name}: file is empty (no header, no rows)") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         message = str(exc).strip().replace("\n", " ")
-        raise DataPrepError(f"{path}: cannot parse CSV: {message}") from exc
-    # When pandas keeps a column as text (an integer beyond uint64 next to a float,
-    # say) it leaves that column's missing-value markers as text too.
-    for name in frame.columns:
-        column = frame[name]
-        if not pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-            frame[name] = column.mask(column.isin(_NA_TEXT))
-    return frame
+        raise DataPrepError(f"{name}: cannot parse CSV: {message}") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataPrepError(f"{name}: gzip-compressed but cannot be decompressed: {exc}") from exc
 
 
-def read_csvs(paths: list[Path]) -> pd.DataFrame:
-    """Read and stack CSV files that must all have the same header."""
+def read_csvs(
+    paths: list[Path], target_col: str = "target", names: list[str] | None = None
+) -> pd.DataFrame:
+    """Read and stack CSV files (plain or gzip-compressed) that must all have the same header.
+
+    ``names`` are how messages name the files (default: their paths). Unnamed columns
+    (an empty header cell, or pandas' ``Unnamed: 0``) are dropped with a warning: they
+    are almost always the row index pandas writes unless ``to_csv(index=False)``.
+    """
     if not paths:
         raise DataPrepError("no CSV files to read")
+    names = names or [str(path) for path in paths]
     frames: list[pd.DataFrame] = []
     expected: list[str] | None = None
-    for path in paths:
-        header = _read_header(path)
-        duplicated = sorted({name for name in header if header.count(name) > 1})
+    for path, name in zip(paths, names, strict=True):
+        gzipped = _is_gzip(path, name)
+        header = _read_header(path, name, gzipped)
+        unnamed = _unnamed_positions(header)
+        skipped = set(unnamed)
+        named = [column for i, column in enumerate(header) if i not in skipped]
+        duplicated = _duplicates(named)
         if duplicated:
-            raise DataPrepError(f"{path}: duplicate column names {duplicated}")
+            raise DataPrepError(f"{name}: duplicate column names {_shown(duplicated)}")
         if expected is None:
             expected = header
         elif header != expected:
-            raise DataPrepError(
-                f"{path}: header {header} differs from {paths[0].name}'s header {expected}"
-            )
-        frame = _read_csv(path)
+            raise DataPrepError(f"{name}: {_header_difference(header, expected, names[0])}")
+        frame = _read_csv(path, name, target_col, gzipped)
         if frame.empty:
-            raise DataPrepError(f"{path}: has a header but no data rows")
-        logger.info("read %d rows from %s", len(frame), path)
+            raise DataPrepError(f"{name}: has a header but no data rows")
+        if unnamed:
+            logger.warning(
+                "%s: dropping unnamed column(s) at position %s (read as %s): probably a row "
+                "index written by pandas' to_csv without index=False; a row number is not a "
+                "feature. Name the column to keep it.",
+                name,
+                [i + 1 for i in unnamed],
+                [str(frame.columns[i]) for i in unnamed],
+            )
+            frame = frame.drop(columns=[frame.columns[i] for i in unnamed])
+        logger.info("read %d rows from %s", len(frame), name)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _shown(names: list[str]) -> str:
+    """Up to ``_SHOWN_COLUMNS`` names, then how many more: a message stays one short line."""
+    if len(names) <= _SHOWN_COLUMNS:
+        return str(names)
+    return f"{names[:_SHOWN_COLUMNS]} and {len(names) - _SHOWN_COLUMNS} more"
+
+
+def _header_difference(header: list[str], expected: list[str], first: str) -> str:
+    known, seen = set(expected), set(header)
+    extra = [c for c in header if c not in known]
+    missing = [c for c in expected if c not in seen]
+    if extra or missing:
+        what = f"has {_shown(extra)} that it lacks, lacks {_shown(missing)}"
+    else:
+        what = "has the same columns in another order"
+    return (
+        f"header {_shown(header)} differs from {first}'s header: it {what}; "
+        "every file needs the same columns in the same order"
+    )
+
+
+def _delimiter_hint(columns: list[str]) -> str:
+    if len(columns) == 1:
+        for delimiter, label in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
+            if delimiter in columns[0]:
+                return f" (the header looks delimited by {label}: only ',' is read)"
+    return ""
 
 
 def _non_numeric_examples(column: pd.Series) -> list[object]:
     if pd.api.types.is_bool_dtype(column):
         return column.dropna().unique()[:_EXAMPLES].tolist()
     coerced = pd.to_numeric(column, errors="coerce")
-    bad = column[coerced.isna() & column.notna()]
-    return bad.unique()[:_EXAMPLES].tolist()
+    bad = coerced.isna() & column.notna()
+    if bad.any():
+        bad &= ~column.astype(str).str.strip().str.lower().isin(_NAN_TEXT)
+    return column[bad].unique()[:_EXAMPLES].tolist()
 
 
-def data_prep(df: pd.DataFrame, target_col: str = "target") -> pd.DataFrame:
+def _as_float(column: pd.Series) -> np.ndarray:
+    values = column.to_numpy()
+    if values.dtype.kind in "fiu":
+        return values
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    # Every value is a number (checked), but pandas kept the column as text: an integer
+    # beyond int64, "nan", "1e400" next to numbers...
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _is_row_number(column: np.ndarray) -> bool:
+    """True for 0, 1, 2, ... (restarting at 0 where a file ends) or 1, 2, 3, ... to the end.
+
+    Restarts must be rare (runs of ``_ROW_NUMBER_MIN_ROWS`` on average), so a small
+    cyclic feature (an hour, a weekday) is not taken for an index.
+    """
+    n = len(column)
+    if n < _ROW_NUMBER_MIN_ROWS or column[0] not in (0.0, 1.0):
+        return False
+    counts_on = np.diff(column) == 1.0
+    if column[0] == 1.0:
+        return bool(counts_on.all())
+    restarts = ~counts_on
+    return bool(
+        np.all(column[1:][restarts] == 0.0)
+        and (int(np.count_nonzero(restarts)) + 1) * _ROW_NUMBER_MIN_ROWS <= n
+    )
+
+
+def _check_dropped(
+    dropped: int, rows_in: int, blame: dict[str, int], max_dropped_share: float
+) -> None:
+    """Refuse to train on what is left when more than ``max_dropped_share`` of rows go."""
+    if not dropped or dropped <= max_dropped_share * rows_in:
+        return
+    worst = sorted(((n, name) for name, n in blame.items() if n), reverse=True)
+    shown = ", ".join(f"{name} in {n:,} rows" for n, name in worst[:5])
+    more = f" and {len(worst) - 5} more columns" if len(worst) > 5 else ""
+    raise DataPrepError(
+        f"{dropped:,} of {rows_in:,} rows ({dropped / rows_in:.0%}) have an empty or "
+        f"non-finite cell and would be dropped, more than the {max_dropped_share:.0%} allowed: "
+        f"{shown}{more}; fill those cells, drop the column from the input, or raise "
+        "--max-dropped-share"
+    )
+
+
+def data_prep(
+    df: pd.DataFrame,
+    target_col: str = "target",
+    max_dropped_share: float = DEFAULT_MAX_DROPPED_SHARE,
+) -> pd.DataFrame:
     """Validate and clean a training table.
 
     Returns the feature columns as float64 (original order) followed by the target,
     with rows lacking a target or holding NaN/±inf features dropped, index reset.
+    More than ``max_dropped_share`` of the rows dropped is an error naming the columns.
     """
+    if not 0.0 <= max_dropped_share <= 1.0:
+        raise DataPrepError(f"max_dropped_share must be between 0 and 1, got {max_dropped_share}")
     columns = [str(c) for c in df.columns]
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    duplicated = _duplicates(columns)
     if duplicated:
-        raise DataPrepError(f"duplicate column names {duplicated}")
+        raise DataPrepError(f"duplicate column names {_shown(duplicated)}")
     if target_col not in df.columns:
-        raise DataPrepError(f"target column {target_col!r} not found; columns are {columns}")
+        raise DataPrepError(
+            f"target column {target_col!r} not found; columns are {_shown(columns)}"
+            f"{_delimiter_hint(columns)}"
+        )
     if df.empty:
         raise DataPrepError("the input has zero rows")
     features = [c for c in df.columns if c != target_col]
@@ -134,51 +317,75 @@ def data_prep(df: pd.DataFrame, target_col: str = "target") -> pd.DataFrame:
 
     text_columns = [
         c
-        for c in features
-        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
+        for c, dtype in zip(df.columns, df.dtypes, strict=True)
+        if c != target_col
+        and (not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
     ]
     bad = {str(c): _non_numeric_examples(df[c]) for c in text_columns}
     bad = {name: examples for name, examples in bad.items() if examples}
     if bad:
-        details = "; ".join(f"{name!r} (e.g. {examples})" for name, examples in bad.items())
-        raise DataPrepError(f"feature columns must be numeric, these are not: {details}")
+        details = "; ".join(
+            f"{name!r} (e.g. {examples})" for name, examples in list(bad.items())[:_SHOWN_COLUMNS]
+        )
+        more = f"; and {len(bad) - _SHOWN_COLUMNS} more" if len(bad) > _SHOWN_COLUMNS else ""
+        raise DataPrepError(
+            f"feature columns must be numeric, these are not: {details}{more} "
+            "(only an empty cell means missing)"
+        )
 
-    if text_columns:
-        # Every value parses as a number, but pandas kept the column as text: integers
-        # beyond int64, for instance. Features become float64 anyway.
-        df = df.copy()
-        for c in text_columns:
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-
+    # One float64 matrix, column-major so each column is contiguous: filled and
+    # filtered a column at a time, with no whole-table temporaries.
     rows_in = len(df)
-    no_target = df[target_col].isna()
-    if no_target.any():
-        logger.info("dropping %d rows with a missing target", int(no_target.sum()))
-    df = df.loc[~no_target]
-
-    x = df[features].astype(np.float64).replace([np.inf, -np.inf], np.nan)
-    incomplete = x.isna().any(axis=1)
-    if incomplete.any():
-        logger.info("dropping %d rows with missing or infinite features", int(incomplete.sum()))
-    out = x.loc[~incomplete]
-    out[target_col] = df.loc[~incomplete, target_col]
-    out = out.reset_index(drop=True)
-    if out[target_col].dtype == object and out[target_col].map(type).nunique() > 1:
-        # Files that agree on the labels' text can disagree on their type (one file's
-        # "1" read as an int, another's as text): a CSV label is text, so compare as text.
-        logger.info("target column %r mixes value types: using their text", target_col)
-        out[target_col] = out[target_col].astype(str)
-    if out.empty:
+    x = np.empty((rows_in, len(features)), dtype=np.float64, order="F")
+    has_target = df[target_col].notna().to_numpy()
+    complete = np.ones(rows_in, dtype=bool)
+    blame = {f"target {target_col!r} empty": int(rows_in - has_target.sum())}
+    j = 0
+    for name, values in df.items():  # one lookup per column: a wide file has 100,000
+        if name == target_col:
+            continue
+        column = x[:, j]
+        column[:] = _as_float(values)
+        if _is_row_number(column):
+            raise DataPrepError(
+                f"column {str(name)!r} holds the row numbers ({column[0]:.0f}, "
+                f"{column[0] + 1:.0f}, {column[0] + 2:.0f}, ... in order): probably an index "
+                "(pandas' reset_index, or to_csv with index_label); a row number predicts "
+                "nothing: drop the column from the input"
+            )
+        finite = np.isfinite(column)
+        blame[repr(str(name))] = int(rows_in - np.count_nonzero(finite))
+        complete &= finite
+        j += 1
+    keep = has_target & complete
+    n_out = int(keep.sum())
+    dropped = rows_in - n_out
+    if dropped:
+        if not has_target.all():
+            logger.info("dropping %d rows with a missing target", rows_in - has_target.sum())
+        incomplete = int((has_target & ~complete).sum())
+        if incomplete:
+            logger.info("dropping %d rows with missing or infinite features", incomplete)
+        _check_dropped(dropped, rows_in, blame, max_dropped_share)
+        for j in range(len(features)):
+            x[:n_out, j] = x[keep, j]
+        x = x[:n_out]
+    if not n_out:
         raise DataPrepError(
             f"no rows left after dropping rows with a missing target or features ({rows_in} in)"
         )
+    out = pd.DataFrame(x, columns=features, copy=False)
+    # The labels stay in pandas' (Arrow-backed) text array: a numpy copy would hold a
+    # Python string per row, ~60 bytes each.
+    target = df[target_col]
+    out[target_col] = (target[keep] if dropped else target).array
 
     classes = out[target_col].unique()
     if len(classes) < 2:
         raise DataPrepError(
             f"target column {target_col!r} has a single class {classes[0]!r}: need at least 2"
         )
-    logger.info("data_prep: %d rows in, %d rows out, %d features", rows_in, len(out), len(features))
+    logger.info("data_prep: %d rows in, %d rows out, %d features", rows_in, n_out, len(features))
     return out
 
 

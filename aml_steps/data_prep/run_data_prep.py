@@ -7,7 +7,15 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep import DataPrepError, data_prep, list_csv_files, read_csvs, write_prepared
+from data_prep import (
+    DEFAULT_MAX_DROPPED_SHARE,
+    DataPrepError,
+    data_prep,
+    list_csv_files,
+    read_csvs,
+    source_names,
+    write_prepared,
+)
 
 logger = logging.getLogger("run_data_prep")
 
@@ -21,6 +29,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--output-dataframe-path", type=Path, required=True, help="output folder (created)"
     )
     parser.add_argument("--target-col", default="target", help="name of the target column")
+    parser.add_argument(
+        "--max-dropped-share",
+        type=float,
+        default=DEFAULT_MAX_DROPPED_SHARE,
+        help="fail when more than this share of rows has an empty or non-finite cell",
+    )
+    parser.add_argument(
+        "--input-path",
+        default="",
+        help="the input as the user named it (datastore path): errors name files under it",
+    )
     return parser.parse_args(argv)
 
 
@@ -30,9 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parse_args(argv)
     try:
-        files = list_csv_files(args.input_dataset_path)
+        files = list_csv_files(args.input_dataset_path, args.input_path)
+        names = source_names(files, args.input_dataset_path, args.input_path)
         logger.info("reading %d CSV file(s) from %s", len(files), args.input_dataset_path)
-        prepared = data_prep(read_csvs(files), target_col=args.target_col)
+        prepared = data_prep(
+            read_csvs(files, target_col=args.target_col, names=names),
+            target_col=args.target_col,
+            max_dropped_share=args.max_dropped_share,
+        )
     except DataPrepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,13 +6,19 @@ output file, so memory depends on the chunk size, never on the input size.
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import logging
+import re
+import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pandas as pd
@@ -42,6 +48,15 @@ _SHOWN_ROWS = 5
 _READ_BLOCK = 256 << 10  # bytes of CSV Arrow parses at a time
 _PROBA_SCALE = 10**9  # probabilities are written with 9 decimal places
 _PROBA_SLACK = 1e-9  # rounding error tolerated outside [0, 1], then clipped
+_SHOWN_COLUMNS = 10
+_MAX_HEADER = 64 << 20  # bytes: a header this long is an unclosed quote
+_HEADER_CHUNK = 1 << 16
+_RECORD_END = re.compile(rb'["\r\n]')
+_GZIP_MAGIC = b"\x1f\x8b"
+# The missing-value rule of training (docs/reliability.md): only an empty cell.
+_MISSING = [""]
+# A header cell pandas writes for an unnamed index, or reads back from an empty one.
+_UNNAMED = re.compile(r"^Unnamed: \d+$")
 
 
 # A model folder and an input's row count, as the artifact contract defines them.
@@ -107,9 +122,10 @@ def feature_matrix(
     Numeric columns go straight from Arrow to numpy; any other column (text, bool)
     takes the pandas route, which names the rows that are not numbers.
     """
-    missing = [name for name in feature_names if name not in batch.schema.names]
+    present = set(batch.schema.names)
+    missing = [name for name in feature_names if name not in present]
     if missing:
-        raise ScoreError(f"{source}: missing feature columns {missing}")
+        raise ScoreError(f"{source}: missing feature columns {_shown(missing)}")
     columns = [_column(batch, name, source) for name in feature_names]
     if not all(_is_number(column.type) for column in columns):
         frame = pa.RecordBatch.from_arrays(columns, names=feature_names).to_pandas()
@@ -334,6 +350,26 @@ def list_csv_files(path: Path) -> list[Path]:
     return files
 
 
+@dataclass(frozen=True)
+class CsvHeader:
+    """A CSV file's header as written (no pandas renaming), and how to open the file."""
+
+    names: list[str]
+    size: int  # bytes of the header record, as stored (decompressed)
+    gzipped: bool
+
+
+# Files that are not (plain or gzip) CSV text, by their first bytes: what to say instead
+# of a UTF-8 decode error.
+_NOT_CSV = (
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook?): export or extract it as CSV"),
+    (b"BZh", "bzip2-compressed: decompress it, or compress it with gzip instead"),
+    (b"\xfd7zXZ", "xz-compressed: decompress it, or compress it with gzip instead"),
+    (b"\xff\xfe", "UTF-16 text: save it as UTF-8 CSV"),
+    (b"\xfe\xff", "UTF-16 text: save it as UTF-8 CSV"),
+)
+
+
 def shard_files(files: list[Path], index: int, count: int) -> list[Path]:
     """Shard ``index`` of ``count``: a contiguous range of ``files`` (already sorted).
 
@@ -345,25 +381,131 @@ def shard_files(files: list[Path], index: int, count: int) -> list[Path]:
     return files[index * len(files) // count : (index + 1) * len(files) // count]
 
 
-def _columns(path: Path, feature_names: list[str], id_column: str, source: str) -> list[str] | None:
-    """The columns to read (features, then the id column if present); None for an empty file."""
+def _is_gzip(path: Path, source: str) -> bool:
+    """True for a gzip-compressed file (whatever its name); ScoreError for other binaries."""
+    with path.open("rb") as fh:
+        head = fh.read(6)
+    for magic, what in _NOT_CSV:
+        if head.startswith(magic):
+            raise ScoreError(f"{source}: the file is {what}")
+    return head.startswith(_GZIP_MAGIC)
+
+
+def _header_bytes(fh: BinaryIO, source: str) -> tuple[bytes, int]:
+    """The first CSV record, and where it ends in the file (after any blank lines before it).
+
+    Scans for the first line end outside quotes (a quoted name may hold a newline):
+    ``\n``, ``\r\n`` or a lone ``\r`` (Excel for Mac's "CSV" has no ``\n`` at all).
+    """
+    data = bytearray()
+    start = scan = 0
+    in_quotes = False
+    while True:
+        match = _RECORD_END.search(data, scan)
+        if match is None:
+            if len(data) - start > _MAX_HEADER:
+                raise ScoreError(
+                    f"{source}: the header is longer than {_MAX_HEADER >> 20} MiB or has an "
+                    "unclosed quote: check the first line's quotes"
+                )
+            chunk = fh.read(_HEADER_CHUNK)
+            if not chunk:
+                return bytes(data[start:]), len(data)
+            data += chunk
+            continue
+        scan = match.end()
+        if data[match.start()] == ord('"'):
+            in_quotes = not in_quotes
+        elif not in_quotes:
+            if data[start : match.start()].strip():
+                return bytes(data[start : match.start()]), scan
+            start = scan  # a blank line before the header: Arrow and pandas skip it too
+
+
+def read_header(path: Path, source: str) -> CsvHeader:
+    """The header of ``path`` (plain or gzip-compressed CSV), or ScoreError saying what is wrong.
+
+    A file without a header (0 bytes, or blank) is refused: nothing to score is
+    not a scoring run (training refuses it too). A file that has a header and no
+    rows scores 0 rows.
+    """
+    gzipped = _is_gzip(path, source)
     try:
-        header = pd.read_csv(path, nrows=0).columns
-    except pd.errors.EmptyDataError:
-        logger.warning("%s is empty (no header): 0 rows", path)
-        return None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        message = str(exc).strip().replace("\n", " ")[:300]
-        raise ScoreError(f"{source}: cannot read the CSV header: {message}") from exc
-    missing = [name for name in feature_names if name not in header]
+        with gzip.open(path, "rb") if gzipped else path.open("rb") as fh:
+            record, size = _header_bytes(cast(BinaryIO, fh), source)
+        text = record.decode("utf-8-sig")
+        names = next(csv.reader(io.StringIO(text, newline=""), strict=True), [])
+    except UnicodeDecodeError as exc:
+        raise ScoreError(
+            f"{source}: cannot read the CSV header: it is not UTF-8 text ({exc.reason} at "
+            f"byte {exc.start}); save the file as UTF-8 CSV"
+        ) from exc
+    except csv.Error as exc:
+        raise ScoreError(f"{source}: cannot read the CSV header: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ScoreError(f"{source}: gzip-compressed but cannot be decompressed: {exc}") from exc
+    if not names or (len(names) == 1 and not names[0].strip()):
+        raise ScoreError(
+            f"{source}: file is empty (no header, no rows): nothing to score; remove it from "
+            "the input or give it a header"
+        )
+    return CsvHeader(names=names, size=size, gzipped=gzipped)
+
+
+def _shown(names: list[str]) -> str:
+    """Up to ``_SHOWN_COLUMNS`` names, then how many more: a message stays one short line."""
+    if len(names) <= _SHOWN_COLUMNS:
+        return str(names)
+    return f"{names[:_SHOWN_COLUMNS]} and {len(names) - _SHOWN_COLUMNS} more"
+
+
+def _delimiter_hint(names: list[str]) -> str:
+    if len(names) == 1:
+        for delimiter, label in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
+            if delimiter in names[0]:
+                return f" (it looks delimited by {label}: only ',' is read)"
+    return ""
+
+
+def check_columns(
+    header: list[str], feature_names: list[str], id_column: str, source: str
+) -> list[str]:
+    """The columns to read (features, then the id column if present), or ScoreError.
+
+    Columns without a name (an empty header cell, or pandas' ``Unnamed: 0``) are
+    ignored with a warning, as training drops them: they are almost always the row
+    index pandas writes unless ``to_csv(index=False)``.
+    """
+    counts = Counter(header)
+    present = set(header)
+    missing = [name for name in feature_names if name not in present]
     if missing:
-        raise ScoreError(f"{source}: missing feature columns {missing}")
-    has_id = id_column in header
-    extra = [c for c in header if c not in feature_names and c != id_column]
+        raise ScoreError(
+            f"{source}: missing feature columns {_shown(missing)}; the file's columns are "
+            f"{_shown(header)}{_delimiter_hint(header)}"
+        )
+    wanted = {*feature_names, id_column}
+    twice = [name for name in wanted if counts[name] > 1]
+    if twice:
+        raise ScoreError(
+            f"{source}: column {sorted(twice)[0]!r} appears more than once in the header: "
+            "give each column one name"
+        )
+    unnamed = [i for i, name in enumerate(header) if not name.strip() or _UNNAMED.match(name)]
+    if unnamed:
+        logger.warning(
+            "%s: ignoring unnamed column(s) at position %s: probably a row index written by "
+            "pandas' to_csv without index=False",
+            source,
+            [i + 1 for i in unnamed][:_SHOWN_COLUMNS],
+        )
+    skipped = set(unnamed)
+    extra = [c for i, c in enumerate(header) if c not in wanted and i not in skipped]
     if extra:
-        logger.info("%s: ignoring columns %s", path, extra)
+        logger.info("%s: ignoring columns %s", source, _shown(extra))
+    has_id = id_column in present
     if not has_id:
-        logger.info("%s: no %r column, row ids are '<file>:<row>'", path, id_column)
+        logger.info("%s: no %r column, row ids are '<file>:<row>'", source, id_column)
     return [*feature_names, id_column] if has_id else list(feature_names)
 
 
@@ -397,31 +539,37 @@ def _iter_batches(
     A file Arrow rejects is re-read by pandas only to name the offending rows.
     """
     source = source or str(path)
-    usecols = _columns(path, feature_names, id_column, source)
-    if usecols is None:
-        return
+    header = read_header(path, source)
+    usecols = check_columns(header.names, feature_names, id_column, source)
     types = {name: pa.float64() for name in feature_names}
     if id_column in usecols:
         types[id_column] = pa.string()  # ids stay text so "007" does not become 7
+    # Arrow needs the header (and each row) inside one block: a wide file gets bigger ones.
+    block_size = max(_READ_BLOCK, 4 * header.size)
     offset = 0
     try:
+        stream = pa.input_stream(path, compression="gzip" if header.gzipped else None)
         reader = pa_csv.open_csv(
-            path,
-            read_options=pa_csv.ReadOptions(block_size=_READ_BLOCK, use_threads=False),
+            stream,
+            read_options=pa_csv.ReadOptions(block_size=block_size, use_threads=False),
             parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-            convert_options=pa_csv.ConvertOptions(include_columns=usecols, column_types=types),
+            # The missing-value rule of training: only an empty cell is missing.
+            convert_options=pa_csv.ConvertOptions(
+                include_columns=usecols, column_types=types, null_values=_MISSING
+            ),
         )
         for chunk in _rechunked(reader, chunk_size):
             yield chunk
             offset += chunk.num_rows
     except pa.ArrowException as exc:
-        _diagnose(path, feature_names, usecols, id_column, chunk_size, source)
+        _diagnose(path, header, feature_names, usecols, id_column, chunk_size, source)
         message = str(exc).strip().replace("\n", " ")
         raise ScoreError(f"{source}: cannot parse CSV after data row {offset}: {message}") from exc
 
 
 def _diagnose(
     path: Path,
+    header: CsvHeader,
     feature_names: list[str],
     usecols: list[str],
     id_column: str,
@@ -432,7 +580,15 @@ def _diagnose(
     dtype = {id_column: str} if id_column in usecols else None
     rows = 0
     try:
-        with pd.read_csv(path, usecols=usecols, dtype=dtype, chunksize=chunk_size) as reader:
+        with pd.read_csv(
+            path,
+            usecols=usecols,
+            dtype=dtype,
+            chunksize=chunk_size,
+            keep_default_na=False,
+            na_values=_MISSING,
+            compression="gzip" if header.gzipped else None,
+        ) as reader:
             for chunk in reader:
                 _checked_features(chunk, feature_names, rows, source)
                 rows += len(chunk)
@@ -460,6 +616,11 @@ def score_files(
     """
     if chunk_size < 1:
         raise ScoreError(f"chunk size must be at least 1, got {chunk_size}")
+    if id_column in set(trained.feature_names):
+        raise ScoreError(
+            f"the id column {id_column!r} is one of the model's features: pass as --id-column "
+            "a column that identifies rows, or a name the files lack for '<file>:<row>' ids"
+        )
     files = shard_files(list_csv_files(input_path), *shard)
     if base is None:
         base = input_path if input_path.is_dir() else input_path.parent

@@ -24,6 +24,11 @@ from somemodel.artifacts import ModelMetadata
 logger = logging.getLogger(__name__)
 
 PREPARED_FILENAME = "prepared.parquet"
+_SHOWN_CLASSES = 10
+# A numeric target with more distinct values than this, and more than this share of
+# the rows, is a measurement, not classes (issue 16: 1,000 "classes" from 1,000 floats).
+_CONTINUOUS_MIN_CLASSES = 20
+_CONTINUOUS_MIN_SHARE = 0.05
 
 
 class TrainError(ValueError):
@@ -51,9 +56,14 @@ def _check_splittable(y: pd.Series, test_size: float) -> None:
         raise TrainError(f"the target has a single class {only!r}: need at least 2")
     rare = counts[counts < 2]
     if not rare.empty:
+        shown = [_json_value(c) for c in rare.index[:_SHOWN_CLASSES]]
+        which = (
+            f"classes {shown}"
+            if len(rare) <= _SHOWN_CLASSES
+            else f"{len(rare):,} of the {len(counts):,} classes (e.g. {shown})"
+        )
         raise TrainError(
-            f"classes {[_json_value(c) for c in rare.index]} have fewer than 2 rows: "
-            "a stratified split needs at least 2 rows per class"
+            f"{which} have fewer than 2 rows: a stratified split needs at least 2 rows per class"
         )
     n = len(y)
     # Same rounding as sklearn's train_test_split.
@@ -65,6 +75,26 @@ def _check_splittable(y: pd.Series, test_size: float) -> None:
             f"{len(counts)} classes: train/test would get {n_train}/{n_test} rows, "
             f"each needs at least {len(counts)}"
         )
+
+
+def check_classification_target(y: pd.Series, target_col: str) -> None:
+    """Refuse a target that looks like a measurement rather than class labels.
+
+    Labels that are all numbers, with more than ``_CONTINUOUS_MIN_CLASSES`` distinct
+    values that are also more than ``_CONTINUOUS_MIN_SHARE`` of the rows, are taken
+    for a continuous target: a classifier would learn one class per value.
+    """
+    n_rows, n_distinct = len(y), int(y.nunique())
+    if n_distinct <= _CONTINUOUS_MIN_CLASSES or n_distinct <= _CONTINUOUS_MIN_SHARE * n_rows:
+        return
+    numbers = pd.to_numeric(pd.Series(y.to_numpy(dtype=object)), errors="coerce")
+    if numbers.isna().any():
+        return
+    raise TrainError(
+        f"the target {target_col!r} looks continuous ({n_distinct:,} distinct values in "
+        f"{n_rows:,} rows): somemodel is a classifier; give a column of class labels as the "
+        "target, or bin the values into a few classes"
+    )
 
 
 def train(
@@ -89,6 +119,7 @@ def train(
     y = df[target_col]
     if y.isna().any():
         raise TrainError(f"target column {target_col!r} has missing values: run data_prep first")
+    check_classification_target(y, target_col)
     _check_splittable(y, test_size)
 
     x_train, x_test, y_train, y_test = train_test_split(

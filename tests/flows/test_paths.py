@@ -37,6 +37,10 @@ def test_accepts_relative_paths(given: str, expected: str) -> None:
         ("raw//x.csv", "empty"),
         ("raw/.hidden", "segment"),
         ("raw/" + "a" * 2000, "longer than"),
+        (
+            "raw/" + "a" * 300 + ".csv",
+            "is 304 bytes long; a file or folder name may be at most 255",
+        ),
     ],
 )
 def test_rejects_unsafe_paths_with_a_reason(given: str, reason: str) -> None:
@@ -61,3 +65,18 @@ def test_run_id_is_readable_and_valid() -> None:
 def test_run_id_rejects_names_that_cannot_name_jobs(bad: str) -> None:
     with pytest.raises(InvalidPathError, match="run id"):
         check_run_id(bad)
+
+
+def test_segment_of_255_bytes_is_the_limit() -> None:
+    assert check_datastore_path("raw/" + "a" * 255) == "raw/" + "a" * 255
+    with pytest.raises(InvalidPathError, match="at most 255 bytes"):
+        check_datastore_path("a" * 256 + "/x.csv")
+
+
+def test_schema_pattern_caps_segments_like_the_validator() -> None:
+    import re
+
+    from flows.paths import DATASTORE_PATH_PATTERN
+
+    assert re.match(DATASTORE_PATH_PATTERN, "raw/" + "a" * 255)
+    assert not re.match(DATASTORE_PATH_PATTERN, "raw/" + "a" * 256)

@@ -267,7 +267,8 @@ def test_data_prep_job_is_sent_with_resolved_ids_uploaded_code_and_streamed_log(
     assert props["experimentName"] == "somemodel"
     assert props["command"] == (
         "python run_data_prep.py --input-dataset-path ${{inputs.input_dataset_path}} "
-        "--output-dataframe-path ${{outputs.output_dataframe_path}} --target-col species"
+        "--output-dataframe-path ${{outputs.output_dataframe_path}} --target-col species "
+        f"--input-path {SAMPLE_PATH}"
     )
     assert props["inputs"]["input_dataset_path"] == {
         "jobInputType": "uri_file",

@@ -54,6 +54,7 @@ def test_data_prep_job_as_sent(prep_spec: StepSpec) -> None:
         " --input-dataset-path ${{inputs.input_dataset_path}}"
         " --output-dataframe-path ${{outputs.output_dataframe_path}}"
         " --target-col species"
+        " --input-path raw/2026-11-23.csv"
     )
     assert props["codeId"] == str(STEPS_DIR / "data_prep")
     assert props["computeId"] == "cpu-cluster"
