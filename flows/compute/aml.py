@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from azure.ai.ml import MLClient
-from azure.ai.ml.constants import AssetTypes
+from azure.ai.ml.constants import AssetTypes, ListViewType
 from azure.ai.ml.entities import Environment, Job, Model
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
@@ -272,8 +272,18 @@ class AmlCompute:
 
         try:
             created = self._call(f"create job {name}", create)
-        except ResourceExistsError:
-            created = None
+        except HttpResponseError as exc:
+            # The service answers a PUT of an existing job name with 400 UserError
+            # ("A job with this name already exists"), not 409: another submission
+            # with this run id won the race. A 400 with no job under the name is
+            # a real user error and goes on as it is.
+            if exc.status_code not in (400, 409):
+                raise
+            found = self._find_job(name)
+            if found is None:
+                raise
+            self.log.info("Azure ML job %s was submitted concurrently; attaching to it", name)
+            return found, True
         if created is not None:
             return created, False
         found = self._find_job(name)
@@ -368,35 +378,67 @@ class AmlCompute:
     # --- model registry --------------------------------------------------------------------
 
     def register_model(self, to_register: ModelToRegister) -> Registration:
-        """Register the verified model folder as `{model_name}:{run_id}`; idempotent.
+        """Register the verified model folder under `model_name`; idempotent per run.
 
-        The version is the run id, so a retried flow finds its own registration
-        instead of adding a version.
+        Azure ML accepts only positive integers as model versions
+        (`ModelVersionOutOfRange` otherwise), so the service assigns the
+        version and the run id and the model's sha256 go into tags. A retried
+        flow finds its own registration by those tags instead of adding a
+        version.
         """
-        run_id, folder, metrics = to_register.run_id, to_register.folder, to_register.metrics
-        model_path = folder
-        model_id = f"azureml:{self.model_name}:{run_id}"
-        try:
-            self._call(
-                f"get model {model_id}",
-                lambda: self.client.models.get(name=self.model_name, version=run_id),
-            )
-            self.log.info("Model %s already registered", model_id)
+        run_id, folder = to_register.run_id, to_register.folder
+        existing = self._find_registered(to_register)
+        if existing is not None:
+            model_id = f"azureml:{self.model_name}:{existing.version}"
+            self.log.info("Model of run %s already registered as %s", run_id, model_id)
             return Registration(model_id, f"already registered as {model_id}")
-        except ResourceNotFoundError:
-            pass
-        tags = {"run_id": run_id, "model_path": model_path, **_metric_tags(metrics)}
+        tags = {
+            "run_id": run_id,
+            "model_sha256": to_register.model_sha256,
+            "model_path": folder,
+            **_metric_tags(to_register.metrics),
+        }
         model = Model(
             name=self.model_name,
-            version=run_id,
             type=AssetTypes.CUSTOM_MODEL,
             path=self.target.uri(folder, folder=True),
             description=f"somemodel trained and verified by run {run_id}",
             tags=tags,
         )
-        self._call(f"register model {model_id}", lambda: self.client.models.create_or_update(model))
-        self.log.info("Registered model %s", model_id)
+        attempts = 0
+
+        def create() -> Model:
+            nonlocal attempts
+            attempts += 1
+            # A retry first checks whether the attempt whose answer was lost went through.
+            found = self._find_registered(to_register) if attempts > 1 else None
+            return found or self.client.models.create_or_update(model)
+
+        created = self._call(f"register model {self.model_name}", create)
+        model_id = f"azureml:{self.model_name}:{created.version}"
+        self.log.info("Registered the model of run %s as %s", run_id, model_id)
         return Registration(model_id, f"registered as {model_id}")
+
+    def _find_registered(self, to_register: ModelToRegister) -> Model | None:
+        """The version of `model_name` tagged with this run id and model sha256, if any."""
+
+        def versions() -> list[Model]:
+            try:
+                # Archived versions count too: a run is registered once, ever.
+                return list(
+                    self.client.models.list(name=self.model_name, list_view_type=ListViewType.ALL)
+                )
+            except ResourceNotFoundError:
+                return []  # no model of that name yet
+
+        for model in self._call(f"list versions of model {self.model_name}", versions):
+            tags = model.tags or {}
+            if (
+                tags.get("run_id") == to_register.run_id
+                and tags.get("model_sha256") == to_register.model_sha256
+            ):
+                return model
+        return None
 
 
 # --- log streaming -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ Faults (429, 503, 400, 403...) are injected per operation.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sys
@@ -173,7 +174,8 @@ class FakeJobs:
         self.service.enter("jobs.create_or_update")
         name = job.name or ""
         if name in self.records:
-            raise http_error(400, f"UserError: job {name} already exists and cannot be updated")
+            # What the service answers (400 UserError, not 409 Conflict).
+            raise http_error(400, f"(UserError) A job with this name already exists: {name}")
         script = self.scripts.get(name, self.default_script)
         self.records[name] = _Record(job, script, created_at=self.service.clock.now())
         return self._entity(self.records[name])
@@ -242,6 +244,8 @@ class FakeEnvironments:
 
 
 class FakeModels:
+    """Model versions by the service's rules: positive integers, assigned when not given."""
+
     def __init__(self, service: FakeService) -> None:
         self.service = service
         self.versions: dict[tuple[str, str], Model] = {}
@@ -253,10 +257,28 @@ class FakeModels:
             raise ResourceNotFoundError(f"Model {name}:{version} not found")
         return self.versions[key]
 
+    def list(self, name: str | None = None, **kwargs: Any) -> list[Model]:
+        self.service.enter("models.list")
+        return [m for (n, _), m in sorted(self.versions.items()) if name in (None, n)]
+
     def create_or_update(self, model: Model) -> Model:
         self.service.enter("models.create_or_update")
-        self.versions[(model.name or "", model.version or "")] = model
-        return model
+        name = model.name or ""
+        version = model.version
+        if version is None:
+            # The SDK reads the model container's nextVersion ("1" when there is none).
+            taken = [int(v) for (n, v) in self.versions if n == name]
+            version = str(max(taken, default=0) + 1)
+        elif not (version.isdigit() and int(version) > 0):
+            raise http_error(
+                400,
+                "(UserError) Model version must be a positive integer.\n"
+                "Code: ModelVersionOutOfRange",
+            )
+        stored = copy.copy(model)
+        stored.version = version
+        self.versions[(name, version)] = stored
+        return stored
 
 
 class _Named:

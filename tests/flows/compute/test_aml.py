@@ -341,17 +341,88 @@ def test_from_settings_runs_preflight_and_tags_nothing_outside_prefect(
 # --- model registry ----------------------------------------------------------------------
 
 
-def test_register_model_is_idempotent_and_tagged(fake: FakeMLClient) -> None:
+def _to_register(run_id: str, sha: str = "ab" * 32) -> ModelToRegister:
+    metrics = {"accuracy": 0.9666666, "per_class": {"setosa": {"f1": 1.0}}}
+    return ModelToRegister(run_id, f"trained_models/{run_id}", sha, metrics)
+
+
+def test_register_model_lets_the_service_number_versions_and_tags_the_run(
+    fake: FakeMLClient,
+) -> None:
     compute = make_compute(fake)
     run_id = "train-2026-11-23-1a2b3c4d"
-    metrics = {"accuracy": 0.9666666, "per_class": {"setosa": {"f1": 1.0}}}
-    model = ModelToRegister(run_id, f"trained_models/{run_id}", "ab" * 32, metrics)
-    model_id = compute.register_model(model).model_id
-    assert model_id == f"azureml:somemodel:{run_id}"
-    assert compute.register_model(model).model_id == model_id
-    assert fake.calls["models.create_or_update"] == 1
-    model = fake.models.versions[("somemodel", run_id)]
+    registration = compute.register_model(_to_register(run_id))
+    # The run id is no model version: the service takes only positive integers.
+    assert registration.model_id == "azureml:somemodel:1"
+    model = fake.models.versions[("somemodel", "1")]
     assert model.path == f"azureml://datastores/workspaceblobstore/paths/trained_models/{run_id}/"
     assert model.tags["run_id"] == run_id
+    assert model.tags["model_sha256"] == "ab" * 32
     assert model.tags["accuracy"] == "0.966667"
     assert model.tags["per_class.setosa.f1"] == "1"
+    later = compute.register_model(_to_register("train-2026-11-30-5e6f7a8b", "cd" * 32))
+    assert later.model_id == "azureml:somemodel:2"
+
+
+def test_register_model_is_idempotent_per_run(fake: FakeMLClient) -> None:
+    compute = make_compute(fake)
+    first = compute.register_model(_to_register("train-2026-11-23-1a2b3c4d"))
+    again = make_compute(fake).register_model(_to_register("train-2026-11-23-1a2b3c4d"))
+    assert again.model_id == first.model_id
+    assert "already registered" in again.message
+    assert fake.calls["models.create_or_update"] == 1
+
+
+def test_register_model_retry_after_a_lost_answer_adds_no_version(fake: FakeMLClient) -> None:
+    original = fake.models.create_or_update
+
+    def create_then_lose_the_answer(model: object) -> object:
+        original(model)  # type: ignore[arg-type]
+        fake.models.create_or_update = original  # type: ignore[method-assign]
+        raise http_error(503, "gateway timeout after the write")
+
+    fake.models.create_or_update = create_then_lose_the_answer  # type: ignore[method-assign]
+    registration = make_compute(fake).register_model(_to_register("train-2026-11-23-1a2b3c4d"))
+    assert registration.model_id == "azureml:somemodel:1"
+    assert list(fake.models.versions) == [("somemodel", "1")]
+
+
+def test_fake_workspace_rejects_a_model_version_that_is_not_a_positive_integer(
+    fake: FakeMLClient,
+) -> None:
+    from azure.ai.ml.entities import Model
+
+    with pytest.raises(HttpResponseError, match="ModelVersionOutOfRange"):
+        fake.models.create_or_update(Model(name="somemodel", version="train-2026-11-23"))
+
+
+# --- racing submissions ---------------------------------------------------------------------
+
+
+def test_a_racing_submission_with_the_same_run_id_attaches_to_the_winner(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    # Both flows saw no job under the name; the other one's PUT landed first, so
+    # ours gets the service's 400 "A job with this name already exists".
+    winner = build_command_job(spec, environment_id(ENV.name, ENV.version), TARGET, {})
+    original = fake.jobs.create_or_update
+
+    def lose_the_race(job: object, **kwargs: object) -> object:
+        fake.jobs.create_or_update = original  # type: ignore[method-assign]
+        original(winner)
+        return original(job)  # type: ignore[arg-type]
+
+    fake.jobs.create_or_update = lose_the_race  # type: ignore[method-assign]
+    result = make_compute(fake).run_step(spec, ENV)
+    assert result.status == "Completed"
+    assert result.reused
+    assert list(fake.jobs.records) == [spec.job_name]
+    assert fake.jobs.records[spec.job_name].job is winner
+
+
+def test_a_duplicate_name_400_without_a_job_is_a_user_error(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    fake.service.fail("jobs.create_or_update", http_error(400, "invalid command"))
+    with pytest.raises(HttpResponseError, match="invalid command"):
+        make_compute(fake).run_step(spec, ENV)
