@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from azure.ai.ml import MLClient
 from azure.ai.ml.constants import AssetTypes, ListViewType
-from azure.ai.ml.entities import Environment, Job, Model
+from azure.ai.ml.entities import Environment, Job, Model, PipelineJob
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from flows.compute.aml_client import (
@@ -43,7 +43,7 @@ from flows.compute.aml_client import (
     make_ml_client,
     prefect_tags,
 )
-from flows.compute.aml_logs import LogStream
+from flows.compute.aml_logs import LogStream, run_error
 from flows.compute.aml_specs import (
     AmlTarget,
     build_command_job,
@@ -244,7 +244,8 @@ class AmlCompute:
             self.log.info("Submitted Azure ML job %s: %s", name, url)
         if status == COMPLETED:
             return StepResult(step, name, COMPLETED, dict(outputs), url=url, reused=True)
-        final = self._wait(name, url, status)
+        pipeline = isinstance(job, PipelineJob) or getattr(current, "type", None) == "pipeline"
+        final = self._wait(name, url, status, pipeline=pipeline)
         return StepResult(
             step,
             name,
@@ -291,11 +292,11 @@ class AmlCompute:
             raise StepFailedError(f"Azure ML job {name} was reported to exist but cannot be read")
         return found, True
 
-    def _wait(self, name: str, url: str, status: str) -> str:
+    def _wait(self, name: str, url: str, status: str, *, pipeline: bool = False) -> str:
         stream = LogStream(self.client, name, self.log)
         stream.start()
         try:
-            status = self._poll_until_terminal(name, url, status, stream)
+            status = self._poll_until_terminal(name, url, status, stream, pipeline=pipeline)
         except StepFailedError:
             raise  # a queue or run timeout, already cancelled
         except BaseException as exc:
@@ -307,14 +308,55 @@ class AmlCompute:
         if status == COMPLETED:
             self.log.info("Azure ML job %s completed", name)
             return status
-        error = stream.error or "no error message was recorded; see the job's logs"
+        error = (
+            stream.error
+            or self._recorded_error(name)
+            or "no error message was recorded; see the job's logs"
+        )
         tail = "\n".join(stream.tail)
         raise StepFailedError(
             f"Azure ML job {name} ended {status}: {error}\nStudio: {url}"
             + (f"\nLast log lines:\n{tail}" if tail else "")
         )
 
-    def _poll_until_terminal(self, name: str, url: str, status: str, stream: LogStream) -> str:
+    def _recorded_error(self, name: str) -> str | None:
+        """The job's error from its run record, for when the log stream could not report it.
+
+        `jobs.get` carries no error; the SDK's stream reads it from the run
+        history, so when the stream broke early (storage it may not list) the
+        runner reads the same record through the SDK's run operations.
+        """
+        try:
+            details = self._call(
+                f"get run details of {name}",
+                lambda: self.client.jobs._runs_operations.get_run_details(name),
+            )
+        except HttpResponseError as exc:
+            self.log.warning("Cannot read the error of Azure ML job %s: %s", name, first_line(exc))
+            return None
+        return run_error(details)
+
+    def _timing_state(self, name: str, status: str, pipeline: bool) -> str:
+        """The state the queue and run timeouts go by.
+
+        A pipeline job is Running as soon as it is scheduled, while its child
+        jobs still wait for nodes: until a child leaves the queue, the pipeline
+        counts as queued, so the queue timeout applies to it and the run
+        timeout starts only when a child runs.
+        """
+        if not pipeline or status in QUEUED_STATES or status in TERMINAL_STATES:
+            return status
+        children = self._call(
+            f"list child jobs of {name}",
+            lambda: list(self.client.jobs.list(parent_job_name=name)),
+        )
+        if any(job_status(child) not in QUEUED_STATES for child in children):
+            return status
+        return "Queued"
+
+    def _poll_until_terminal(
+        self, name: str, url: str, status: str, stream: LogStream, *, pipeline: bool = False
+    ) -> str:
         waiting_since = self.clock.now()
         running_since: float | None = None
         delays = self.schedule.delays()
@@ -322,11 +364,12 @@ class AmlCompute:
         stream_ended_seen = False
         while status not in TERMINAL_STATES:
             now = self.clock.now()
-            if status in QUEUED_STATES:
+            phase = self._timing_state(name, status, pipeline)
+            if phase in QUEUED_STATES:
                 if now - waiting_since > self.queue_timeout_seconds:
                     self._cancel(name, reason="queue timeout")
                     raise StepFailedError(
-                        f"Azure ML job {name} waited in state {status} for more than "
+                        f"Azure ML job {name} waited in state {phase} for more than "
                         f"{self.queue_timeout_seconds:.0f} s "
                         "(SOMEMODEL_AML_QUEUE_TIMEOUT_SECONDS) and was cancelled; check that "
                         f"compute {self.target.compute!r} can scale up.\nStudio: {url}"

@@ -22,10 +22,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from azure.ai.ml._restclient.arm_ml_service.models import JobService as RestJobService
-from azure.ai.ml.entities import Environment, Job, Model
+from azure.ai.ml._restclient.runhistory.models import RunDetails
+from azure.ai.ml.entities import Environment, Job, Model, PipelineJob
 from azure.ai.ml.exceptions import ErrorCategory, ErrorTarget, JobException
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -76,6 +78,12 @@ class Script:
     running_seconds: float = 120.0
     outcome: Outcome | Callable[[Job], Outcome] = field(default_factory=Outcome)
     cancel_seconds: float = 20.0
+    # A pipeline job is Running once scheduled; its child job then waits this
+    # long for a node before it runs (for `running_seconds`).
+    child_queued_seconds: float = 0.0
+    # `jobs.stream` raises this at once, as it does when the job's logs cannot
+    # be listed from storage (an identity without a storage data-plane role).
+    stream_error: BaseException | None = None
 
 
 @dataclass
@@ -136,7 +144,8 @@ class FakeJobs:
             elapsed = now - record.created_at
             if elapsed < record.script.queued_seconds:
                 return "Queued"
-            if elapsed < record.script.queued_seconds + record.script.running_seconds:
+            running = record.script.running_seconds + record.script.child_queued_seconds
+            if elapsed < record.script.queued_seconds + running:
                 return "Running"
             outcome = record.script.outcome
             to_job = getattr(record.job, "_to_job", None)
@@ -170,6 +179,26 @@ class FakeJobs:
         self.service.enter("jobs.get")
         return self._entity(self._record(name))
 
+    def list(self, parent_job_name: str | None = None, **kwargs: Any) -> list[Any]:
+        """The child jobs of a pipeline job: one, waiting `child_queued_seconds` for a node."""
+        self.service.enter("jobs.list")
+        record = self._record(parent_job_name or "")
+        parent = self._status(record)
+        if not isinstance(record.job, PipelineJob) or parent in ("Queued", "NotStarted"):
+            return []
+        elapsed = self.service.clock.now() - record.created_at - record.script.queued_seconds
+        if parent != "Running":
+            status = parent
+        elif elapsed < record.script.child_queued_seconds:
+            status = "Queued"
+        else:
+            status = "Running"
+        return [SimpleNamespace(name=f"{parent_job_name}-child", status=status)]
+
+    @property
+    def _runs_operations(self) -> FakeRuns:
+        return FakeRuns(self)
+
     def create_or_update(self, job: Job, **kwargs: Any) -> Job:
         self.service.enter("jobs.create_or_update")
         name = job.name or ""
@@ -190,6 +219,8 @@ class FakeJobs:
     def stream(self, name: str) -> None:
         self.service.enter("jobs.stream")
         record = self._record(name)
+        if record.script.stream_error is not None:
+            raise record.script.stream_error
         # Like the SDK, it watches the job until it ends (in real seconds; on a
         # FakeClock only the poller moves time on).
         deadline = time.monotonic() + 60
@@ -213,6 +244,23 @@ class FakeJobs:
     def release(self) -> None:
         for record in self.records.values():
             record.ended.set()
+
+
+class FakeRuns:
+    """The run history the SDK's `jobs._runs_operations` reads: a job's status and error."""
+
+    def __init__(self, jobs: FakeJobs) -> None:
+        self.jobs = jobs
+
+    def get_run_details(self, name: str) -> RunDetails:
+        self.jobs.service.enter("runs.get_run_details")
+        record = self.jobs._record(name)
+        status = self.jobs._status(record)
+        body: dict[str, Any] = {"runId": name, "status": status}
+        result = record.result
+        if result is not None and result.status == "Failed":
+            body["error"] = {"error": {"code": "UserError", "message": result.error or "failed"}}
+        return RunDetails(body)
 
 
 class FakeEnvironments:

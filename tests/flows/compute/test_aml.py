@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from azure.ai.ml.entities import PipelineJob
 from azure.core.exceptions import HttpResponseError
 
 from flows.compute.aml import AmlCompute, PollSchedule
@@ -426,3 +427,70 @@ def test_a_duplicate_name_400_without_a_job_is_a_user_error(
     fake.service.fail("jobs.create_or_update", http_error(400, "invalid command"))
     with pytest.raises(HttpResponseError, match="invalid command"):
         make_compute(fake).run_step(spec, ENV)
+
+
+# --- log stream failures --------------------------------------------------------------------
+
+
+def test_a_failed_log_stream_leaves_the_job_its_own_error(
+    fake: FakeMLClient, spec: StepSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Real command jobs list their logs from workspaceartifactstore; an identity
+    # without a data-plane role there gets a 403 from storage, not the job's error.
+    storage = http_error(403, "AuthorizationPermissionMismatch: This request is not authorized")
+    outcome = Outcome("Failed", error="KeyError: 'species'", logs=())
+    fake.jobs.script(
+        spec.job_name,
+        Script(queued_seconds=60, running_seconds=600, outcome=outcome, stream_error=storage),
+    )
+    caplog.set_level(logging.WARNING, logger="test.aml")
+    with pytest.raises(StepFailedError) as info:
+        make_compute(fake).run_step(spec, ENV)
+    message = str(info.value)
+    assert "ended Failed: UserError: KeyError: 'species'" in message
+    assert "AuthorizationPermissionMismatch" not in message
+    assert "waiting by polling its status" in caplog.text
+    # Polling went on with its back-off: no busy loop after the stream ended.
+    assert fake.calls["jobs.get"] < 20
+
+
+def test_a_failed_log_stream_does_not_fail_a_job_that_completes(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    fake.jobs.script(spec.job_name, Script(stream_error=http_error(403, "no storage role")))
+    assert make_compute(fake).run_step(spec, ENV).status == "Completed"
+
+
+# --- pipeline jobs: queue and run timeouts follow the child job ------------------------------
+
+
+def _pipeline(spec: StepSpec) -> PipelineJob:
+    node = build_command_job(spec, environment_id(ENV.name, ENV.version), TARGET, {})
+    return PipelineJob(name=spec.job_name, jobs={spec.step: node}, compute=TARGET.compute)
+
+
+def test_queue_timeout_fires_while_a_pipeline_child_waits_for_a_node(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    # The parent is Running within seconds; its child never gets a node.
+    fake.jobs.script(spec.job_name, Script(queued_seconds=5, child_queued_seconds=100_000))
+    with pytest.raises(StepFailedError, match="SOMEMODEL_AML_QUEUE_TIMEOUT_SECONDS"):
+        make_compute(fake, queue_timeout_seconds=600).submit_job(
+            _pipeline(spec), step=spec.step, outputs={}
+        )
+    assert fake.jobs.cancelled == [spec.job_name]
+    assert fake.clock.t < 1200
+
+
+def test_run_timeout_of_a_pipeline_starts_when_its_child_runs(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    fake.jobs.script(
+        spec.job_name,
+        Script(queued_seconds=5, child_queued_seconds=3000, running_seconds=100_000),
+    )
+    compute = make_compute(fake, queue_timeout_seconds=3600, run_timeout_seconds=1800)
+    with pytest.raises(StepFailedError, match="SOMEMODEL_AML_RUN_TIMEOUT_SECONDS"):
+        compute.submit_job(_pipeline(spec), step=spec.step, outputs={})
+    # Not 1800 s after the parent started: 1800 s after the child did.
+    assert fake.clock.t > 3000 + 1800
