@@ -36,6 +36,7 @@ from azure.ai.ml.entities import Environment, Job, Model, PipelineJob
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from flows.compute.aml_client import (
+    BlobLocation,
     Clock,
     call_with_retry,
     check_workspace,
@@ -111,8 +112,11 @@ class AmlCompute:
         retry_attempts: int = 6,
         log_drain_seconds: float = 15.0,
         cancel_wait_seconds: float = 300.0,
+        storage: BlobLocation | None = None,
     ) -> None:
         self.client = client
+        # The blob container of the settings, which the datastore must point at.
+        self.storage = storage
         self.target = target
         self.workspace = workspace
         self.queue_timeout_seconds = queue_timeout_seconds
@@ -143,6 +147,7 @@ class AmlCompute:
             model_name=settings.aml_model_name,
             tags=prefect_tags(),
             logger=logger,
+            storage=BlobLocation.from_settings(settings),
             **kwargs,
         )
         compute.preflight()
@@ -165,7 +170,9 @@ class AmlCompute:
 
     def preflight(self) -> None:
         """Fail fast, before any upload, when the identity or the workspace is wrong."""
-        check_workspace(self._call, self.client, self.target, self.workspace, self.log)
+        check_workspace(
+            self._call, self.client, self.target, self.workspace, self.log, self.storage
+        )
 
     # --- environment -------------------------------------------------------------------------
 

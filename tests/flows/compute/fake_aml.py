@@ -27,7 +27,7 @@ from typing import Any
 
 from azure.ai.ml._restclient.arm_ml_service.models import JobService as RestJobService
 from azure.ai.ml._restclient.runhistory.models import RunDetails
-from azure.ai.ml.entities import Environment, Job, Model, PipelineJob
+from azure.ai.ml.entities import AzureBlobDatastore, Environment, Job, Model, PipelineJob
 from azure.ai.ml.exceptions import ErrorCategory, ErrorTarget, JobException
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -347,6 +347,21 @@ class _Named:
         return {"name": name}
 
 
+class FakeDatastores(_Named):
+    """Datastores as the SDK returns them: blob datastores naming their account and container."""
+
+    def __init__(self, service: FakeService, name: str, account: str, container: str) -> None:
+        super().__init__(service, "datastores", {name})
+        self.account = account
+        self.container = container
+
+    def get(self, name: str, **kwargs: Any) -> Any:
+        super().get(name)
+        return AzureBlobDatastore(
+            name=name, account_name=self.account, container_name=self.container
+        )
+
+
 class FakeMLClient:
     def __init__(
         self,
@@ -355,6 +370,8 @@ class FakeMLClient:
         workspace: str = WORKSPACE,
         compute: str = "cpu-cluster",
         datastore: str = "workspaceblobstore",
+        datastore_account: str = "devstoreaccount1",
+        datastore_container: str = "somemodel",
     ) -> None:
         self.clock = clock or FakeClock()
         self.service = FakeService(self.clock)
@@ -363,7 +380,9 @@ class FakeMLClient:
         self.models = FakeModels(self.service)
         self.workspaces = _Named(self.service, "workspaces", {workspace})
         self.compute = _Named(self.service, "compute", {compute})
-        self.datastores = _Named(self.service, "datastores", {datastore})
+        self.datastores = FakeDatastores(
+            self.service, datastore, datastore_account, datastore_container
+        )
 
     @property
     def calls(self) -> Counter[str]:

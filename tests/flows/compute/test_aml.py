@@ -12,7 +12,7 @@ from azure.ai.ml.entities import PipelineJob
 from azure.core.exceptions import HttpResponseError
 
 from flows.compute.aml import AmlCompute, PollSchedule
-from flows.compute.aml_client import AmlPreflightError
+from flows.compute.aml_client import AmlPreflightError, BlobLocation
 from flows.compute.aml_specs import AmlTarget, build_command_job, environment_id
 from flows.compute.base import (
     EnvironmentRef,
@@ -324,6 +324,7 @@ def test_from_settings_runs_preflight_and_tags_nothing_outside_prefect(
         return fake
 
     monkeypatch.setattr(aml, "make_ml_client", make_client)
+    fake.datastores.account = "acct"
     settings = Settings(
         compute="aml",
         datastore="blob",
@@ -337,6 +338,53 @@ def test_from_settings_runs_preflight_and_tags_nothing_outside_prefect(
     assert made == [settings]
     compute = AmlCompute.from_settings(settings.model_copy(update={"aml_workspace": WORKSPACE}))
     assert compute.tags == {}
+
+
+@pytest.mark.parametrize(
+    ("account", "container"),
+    [("devstoreaccount1", "azureml-blobstore-5f0e"), ("otheraccount", "somemodel")],
+    ids=["other-container", "other-account"],
+)
+def test_preflight_stops_when_the_datastore_is_not_the_blob_container(
+    fake: FakeMLClient, account: str, container: str
+) -> None:
+    fake.datastores.account, fake.datastores.container = account, container
+    compute = make_compute(fake, storage=BlobLocation("devstoreaccount1", "somemodel"))
+    with pytest.raises(AmlPreflightError) as info:
+        compute.preflight()
+    message = str(info.value)
+    # Both sides named, and what to change.
+    assert f"container {container!r} in storage account {account!r}" in message
+    assert "container 'somemodel' in account 'devstoreaccount1'" in message
+    assert "SOMEMODEL_BLOB_CONTAINER" in message
+    assert "SOMEMODEL_AML_DATASTORE" in message
+    # Nothing was created or uploaded.
+    assert fake.calls["environments.create_or_update"] == 0
+    assert fake.calls["jobs.create_or_update"] == 0
+
+
+def test_preflight_accepts_the_datastore_of_the_blob_container(fake: FakeMLClient) -> None:
+    # Account names are case-insensitive in Azure.
+    make_compute(fake, storage=BlobLocation("DevStoreAccount1", "somemodel")).preflight()
+
+
+def test_from_settings_compares_the_datastore_with_the_blob_settings(
+    fake: FakeMLClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.compute.aml as aml
+
+    monkeypatch.setattr(aml, "make_ml_client", lambda settings: fake)
+    settings = Settings(
+        compute="aml",
+        datastore="blob",
+        blob_account_url="https://acct.blob.core.windows.net",
+        blob_container="my-container",
+        aml_subscription_id="sub",
+        aml_resource_group="rg",
+        aml_workspace=WORKSPACE,
+    )
+    with pytest.raises(AmlPreflightError, match="container 'my-container' in account 'acct'"):
+        AmlCompute.from_settings(settings)
 
 
 # --- model registry ----------------------------------------------------------------------
