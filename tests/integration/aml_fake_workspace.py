@@ -548,7 +548,22 @@ class _Handler(BaseHTTPRequestHandler):
         if parsed.path == "/discovery":
             # Anonymous, like the service's: the SDK reads it without a token.
             base = ws.base_url
-            urls = {"api": base, "catalog": base, "experimentation": base, "history": base}
+            # The keys of the recorded discovery document; every service is here.
+            urls = {
+                key: base
+                for key in (
+                    "api",
+                    "catalog",
+                    "experimentation",
+                    "gallery",
+                    "history",
+                    "hyperdrive",
+                    "labeling",
+                    "modelmanagement",
+                    "pipelines",
+                    "studio",
+                )
+            }
             self._send(200, json.dumps(urls).encode(), "application/json")
             return
         if parsed.path.startswith("/logs/"):
