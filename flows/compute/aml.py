@@ -51,6 +51,7 @@ from flows.compute.aml_specs import (
     build_environment,
     build_parallel_run,
     environment_id,
+    environment_version,
 )
 from flows.compute.base import (
     EnvironmentRef,
@@ -177,14 +178,17 @@ class AmlCompute:
     # --- environment -------------------------------------------------------------------------
 
     def prepare_environment(self, spec: EnvironmentSpec) -> EnvironmentRef:
-        env_id = environment_id(spec.name, spec.version)
+        # The version hashes the whole recipe (aml_specs.environment_version),
+        # not only what `spec.version` covers.
+        version = environment_version(spec)
+        env_id = environment_id(spec.name, version)
         try:
             self._call(
                 f"get environment {env_id}",
-                lambda: self.client.environments.get(name=spec.name, version=spec.version),
+                lambda: self.client.environments.get(name=spec.name, version=version),
             )
             self.log.info("Reusing Azure ML environment %s", env_id)
-            return EnvironmentRef(spec.name, spec.version, env_id, reused=True)
+            return EnvironmentRef(spec.name, version, env_id, reused=True)
         except ResourceNotFoundError:
             pass
         self.log.info(
@@ -201,7 +205,7 @@ class AmlCompute:
             except ResourceExistsError:
                 # Another run created the same content-addressed version first.
                 self.log.info("Environment %s was created concurrently; reusing it", env_id)
-        return EnvironmentRef(spec.name, spec.version, env_id, reused=False)
+        return EnvironmentRef(spec.name, version, env_id, reused=False)
 
     def _create_environment(self, environment: Environment) -> None:
         self._call(

@@ -28,7 +28,7 @@ from azure.storage.blob import BlobServiceClient
 
 from flows.compute.aml import AmlCompute, PollSchedule
 from flows.compute.aml_client import AmlPreflightError, BlobLocation, make_ml_client
-from flows.compute.aml_specs import AmlTarget, dockerfile
+from flows.compute.aml_specs import AmlTarget, dockerfile, environment_version
 from flows.compute.base import EnvironmentRef, EnvironmentSpec, ModelToRegister, StepFailedError
 from flows.plan import data_prep_step
 from flows.settings import Settings
@@ -220,7 +220,8 @@ def test_environment_is_put_with_its_build_context_uploaded(
     created = compute.prepare_environment(env_spec)
 
     assert not created.reused
-    path = f"{workspace.workspace_path}/environments/{env_spec.name}/versions/{env_spec.version}"
+    version = environment_version(env_spec)
+    path = f"{workspace.workspace_path}/environments/{env_spec.name}/versions/{version}"
     (body,) = workspace.bodies("PUT", f"^{path}$")
     build = body["properties"]["build"]
     assert build["dockerfilePath"] == "Dockerfile"

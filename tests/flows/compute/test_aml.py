@@ -13,7 +13,12 @@ from azure.core.exceptions import HttpResponseError
 
 from flows.compute.aml import AmlCompute, PollSchedule
 from flows.compute.aml_client import AmlPreflightError, BlobLocation
-from flows.compute.aml_specs import AmlTarget, build_command_job, environment_id
+from flows.compute.aml_specs import (
+    AmlTarget,
+    build_command_job,
+    environment_id,
+    environment_version,
+)
 from flows.compute.base import (
     EnvironmentRef,
     EnvironmentSpec,
@@ -262,9 +267,10 @@ def test_environment_is_created_once_then_reused(
     second = make_compute(fake).prepare_environment(env_spec)
     assert not first.reused
     assert second.reused
-    assert first.id == second.id == f"somemodel-env@{env_spec.version}"
+    version = environment_version(env_spec)
+    assert first.id == second.id == f"somemodel-env@{version}"
     assert fake.calls["environments.create_or_update"] == 1
-    uploaded = fake.environments.uploaded[("somemodel-env", env_spec.version)]
+    uploaded = fake.environments.uploaded[("somemodel-env", version)]
     assert set(uploaded) == {"Dockerfile", "somemodel-0.1.0-py3-none-any.whl"}
     assert uploaded["somemodel-0.1.0-py3-none-any.whl"] == b"PK fake wheel"
     assert b"FROM mcr.microsoft.com/img:1" in uploaded["Dockerfile"]
