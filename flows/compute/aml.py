@@ -7,11 +7,16 @@ live in flows/compute/aml_client.py, the log stream in flows/compute/aml_logs.py
 - environments are get-or-create by `name:version` (a content hash): an
   existing version is reused and nothing is built;
 - job names are deterministic (`{run_id}-{step}`): an existing job is attached
-  to (a restarted or retried flow), never submitted twice;
+  to (a restarted or retried flow), never submitted twice; a submission that
+  loses a race for the name (the service answers 400, not 409) attaches too;
 - waiting polls the job's status with back-off while a thread streams its
   logs into the logger; Completed is success, anything else terminal raises
-  `StepFailedError` with the job's error and its Studio URL; queueing and
-  running have separate timeouts, and a job outliving either is cancelled;
+  `StepFailedError` with the job's error and its Studio URL (from the run
+  record when the log stream broke); queueing and running have separate
+  timeouts, a pipeline job's going by its child jobs, and a job outliving
+  either is cancelled;
+- models are registered under versions the service numbers, found again by
+  the run id and model sha256 in their tags;
 - when the wait is interrupted (the Prefect run is cancelled, crashes or
   times out) the AML job is cancelled too before the exception goes on.
 
@@ -357,10 +362,16 @@ class AmlCompute:
         """
         if not pipeline or status in QUEUED_STATES or status in TERMINAL_STATES:
             return status
-        children = self._call(
-            f"list child jobs of {name}",
-            lambda: list(self.client.jobs.list(parent_job_name=name)),
-        )
+        try:
+            children = self._call(
+                f"list child jobs of {name}",
+                lambda: list(self.client.jobs.list(parent_job_name=name)),
+            )
+        except HttpResponseError as exc:
+            # Not worth failing (and so cancelling) a running job over: the
+            # timeouts then go by the pipeline's own status, as before.
+            self.log.warning("Cannot list the child jobs of %s: %s", name, first_line(exc))
+            return status
         if any(job_status(child) not in QUEUED_STATES for child in children):
             return status
         return "Queued"

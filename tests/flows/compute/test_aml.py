@@ -548,3 +548,13 @@ def test_run_timeout_of_a_pipeline_starts_when_its_child_runs(
         compute.submit_job(_pipeline(spec), step=spec.step, outputs={})
     # Not 1800 s after the parent started: 1800 s after the child did.
     assert fake.clock.t > 3000 + 1800
+
+
+def test_a_pipeline_whose_children_cannot_be_listed_runs_on(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    fake.jobs.script(spec.job_name, Script(queued_seconds=5, running_seconds=600))
+    fake.service.fail("jobs.list", *[http_error(403, "no run history access")] * 50)
+    result = make_compute(fake).submit_job(_pipeline(spec), step=spec.step, outputs={})
+    assert result.status == "Completed"
+    assert fake.jobs.cancelled == []
