@@ -83,29 +83,30 @@ def generate_csv(path: Path, rows: int, seed: int = 0) -> None:
 
 def train_model(model_dir: Path) -> None:
     """A model folder shaped like the train step's output: model.skops + metadata.json."""
-    import hashlib
+    from datetime import UTC, datetime
 
     import pandas as pd
     from sklearn.datasets import load_iris
 
-    from somemodel import MODEL_FILENAME, SomeModel, save_model
+    from somemodel import SomeModel
+    from somemodel.artifacts import write_model_artifact
 
     data = load_iris(as_frame=True)
     x = pd.DataFrame(data.data.to_numpy(), columns=FEATURES)
     y = data.target.map(dict(enumerate(data.target_names)))
     model = SomeModel(random_state=0).fit(x, y)
     model_dir.mkdir(parents=True)
-    save_model(model, model_dir / MODEL_FILENAME)
-    sha256 = hashlib.sha256((model_dir / MODEL_FILENAME).read_bytes()).hexdigest()
-    metadata = {
-        "run_id": "bench-train",
-        "model_file": MODEL_FILENAME,
-        "model_sha256": sha256,
-        "feature_names": FEATURES,
-        "classes": [str(c) for c in model.classes_],
-        "created_at": "2026-01-01T00:00:00+00:00",
-    }
-    (model_dir / "metadata.json").write_text(json.dumps(metadata))
+    write_model_artifact(
+        model,
+        model_dir,
+        run_id="bench-train",
+        input_path="",
+        target_col="target",
+        metrics={},
+        n_train=len(x),
+        n_test=0,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
 
 
 # --- measurements (child) ----------------------------------------------------------------

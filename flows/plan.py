@@ -1,4 +1,4 @@
-"""Pure builders: the run's datastore layout and each step's job spec.
+"""Pure builders: each step's job spec, over the run ledger's datastore layout.
 
 Nothing here touches storage or the network; both compute backends take the
 specs as they are, so the tests can check a whole plan offline.
@@ -10,31 +10,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from flows.compute.base import InputKind, StepInput, StepOutput, StepSpec
+from flows.ledger import (  # noqa: F401  (the layout is the ledger's; flows import it from here too)
+    LATEST,
+    MODELS_ROOT,
+    PREDICTION_PARTS_ROOT,
+    PREDICTIONS_ROOT,
+    PREPARED_ROOT,
+    model_dir,
+    prediction_parts_dir,
+    predictions_dir,
+    prepared_dir,
+)
 from flows.settings import REPO_ROOT
 
 STEPS_DIR = REPO_ROOT / "aml_steps"
-
-PREPARED_ROOT = "prepared_dataframes"
-MODELS_ROOT = "trained_models"
-PREDICTIONS_ROOT = "predictions"
-PREDICTION_PARTS_ROOT = "prediction_parts"
-LATEST = "latest.json"
-
-
-def prepared_dir(run_id: str) -> str:
-    return f"{PREPARED_ROOT}/{run_id}"
-
-
-def model_dir(run_id: str) -> str:
-    return f"{MODELS_ROOT}/{run_id}"
-
-
-def predictions_dir(run_id: str) -> str:
-    return f"{PREDICTIONS_ROOT}/{run_id}"
-
-
-def prediction_parts_dir(run_id: str) -> str:
-    return f"{PREDICTION_PARTS_ROOT}/{run_id}"
 
 
 def data_prep_step(

@@ -4,10 +4,10 @@ This replaces v1's `allow_reuse=True`. A step's key is the hash of everything
 that determines its output: the step's code (every file of its folder), the
 environment version (which covers the wheel and the pip packages), its literal
 parameters except the run id, and a fingerprint of each input file (content
-MD5/sha256, from the datastore). A finished step records its outputs under
-`step_cache/{step}/{key}.json`; a later step with the same key reuses them when
-they still exist. Any difference in any part gives another key, so reuse never
-crosses different inputs.
+MD5/sha256, from the datastore). A finished step's outputs are recorded in the
+run ledger under the key (flows/ledger.py); a later step with the same key
+reuses them when they still exist. Any difference in any part gives another
+key, so reuse never crosses different inputs.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from flows.compute.base import EnvironmentRef, StepResult, StepSpec
-from flows.datastore.base import Datastore, PreconditionFailedError
+from flows.datastore.base import Datastore
 from flows.datastore.transfer import resolve_input
+from flows.ledger import ReuseRecord, RunLedger, is_ledger_file
 
-CACHE_ROOT = "step_cache"
 # Parameters that name the run rather than shape the output.
 _RUN_PARAMS = frozenset({"run_id"})
 
@@ -44,11 +44,11 @@ def step_key(datastore: Datastore, spec: StepSpec, environment: EnvironmentRef) 
     inputs = {}
     for step_input in spec.inputs:
         _, files = resolve_input(datastore, step_input.path)
-        # Markers such as `_COMPLETE.json` name the producing job, not the data.
+        # Ledger records such as `_COMPLETE.json` name the producing job, not the data.
         inputs[step_input.name] = [
             (f[len(step_input.path) :], datastore.fingerprint(f))
             for f in files
-            if not PurePosixPath(f).name.startswith("_")
+            if not is_ledger_file(f)
         ]
     content = {
         "step": spec.step,
@@ -61,46 +61,33 @@ def step_key(datastore: Datastore, spec: StepSpec, environment: EnvironmentRef) 
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def _record_path(spec: StepSpec, key: str) -> str:
-    return f"{CACHE_ROOT}/{spec.step}/{key}.json"
-
-
 def find_reusable(datastore: Datastore, spec: StepSpec, key: str) -> StepResult | None:
     """The earlier result for `key`, if its outputs are all still there."""
-    record = datastore.read_versioned(_record_path(spec, key))
-    if record is None:
+    earlier = RunLedger(datastore).reuse_record(spec.step, key)
+    if earlier is None:
         return None
-    earlier = json.loads(record.text)
-    outputs: dict[str, str] = earlier["outputs"]
-    if not all(datastore.list_files(path) for path in outputs.values()):
+    if not all(datastore.list_files(path) for path in earlier.outputs.values()):
         logger.warning("Step %s: the outputs recorded for reuse are gone; running it", spec.step)
         return None
     return StepResult(
         step=spec.step,
-        job_name=earlier["job_name"],
+        job_name=earlier.job_name,
         status="Reused",
-        outputs=outputs,
-        url=earlier.get("url", ""),
+        outputs=dict(earlier.outputs),
+        url=earlier.url,
         reused=True,
-        run_id=earlier["run_id"],
+        run_id=earlier.run_id,
     )
 
 
 def record(datastore: Datastore, spec: StepSpec, key: str, result: StepResult) -> None:
-    text = json.dumps(
-        {
-            "run_id": result.run_id or spec.run_id,
-            "job_name": result.job_name,
-            "outputs": dict(result.outputs),
-            "url": result.url,
-        },
-        indent=2,
+    entry = ReuseRecord(
+        run_id=result.run_id or spec.run_id,
+        job_name=result.job_name,
+        outputs=dict(result.outputs),
+        url=result.url,
     )
-    path = _record_path(spec, key)
-    current = datastore.read_versioned(path)
-    try:
-        datastore.write_conditional(path, text, etag=current.etag if current else None)
-    except PreconditionFailedError:
+    if not RunLedger(datastore).record_reuse(spec.step, key, entry):
         # Another run with the same key recorded its outputs first: either will do.
         logger.info("Step %s: a concurrent run recorded the same key first", spec.step)
 

@@ -26,14 +26,10 @@ import pyarrow.csv as pa_csv
 from flows.compute.base import EnvironmentRef, StepInput, StepResult
 from flows.datastore.base import Datastore, DatastoreNotFoundError
 from flows.datastore.transfer import resolve_input
-from flows.plan import predictions_dir
-from flows.registry import ModelRef, read_json_record
+from flows.ledger import predictions_manifest_path, predictions_path
+from flows.registry import ModelRef, read_artifact_record
+from somemodel.artifacts import PREDICTIONS_FILENAME, PredictionsManifest
 
-PREDICTIONS_FILE = "predictions.csv"
-MANIFEST_FILE = "manifest.json"
-_MANIFEST_KEYS = frozenset(
-    {"run_id", "model_run_id", "model_sha256", "inputs", "output_rows", "created_at"}
-)
 _SHOWN_FILES = 5
 
 
@@ -120,40 +116,40 @@ def count_predictions(path: Path) -> tuple[list[str], int, Counter[str]]:
     return header, rows, counts
 
 
-def read_manifest(datastore: Datastore, run_id: str) -> dict[str, Any]:
-    return read_json_record(
+def read_manifest(datastore: Datastore, run_id: str) -> PredictionsManifest:
+    return read_artifact_record(
         datastore,
-        f"{predictions_dir(run_id)}/{MANIFEST_FILE}",
-        _MANIFEST_KEYS,
+        predictions_manifest_path(run_id),
+        PredictionsManifest.from_json,
         PredictionsVerificationError,
         f"the score step of run {run_id!r} did not finish",
     )
 
 
 def verify_predictions(datastore: Datastore, run_id: str, model: ModelRef) -> PredictionsRef:
-    """Check that the run's predictions exist, came from `model` and cover every input row."""
+    """Check that the run's predictions exist, came from `model` and cover every input row.
+
+    The manifest's own consistency (its row count is the sum of its inputs') is
+    checked by the artifact contract as it is read.
+    """
     manifest = read_manifest(datastore, run_id)
-    where = f"{predictions_dir(run_id)}/{MANIFEST_FILE}"
-    if manifest["run_id"] != run_id:
+    where = predictions_manifest_path(run_id)
+    if manifest.run_id != run_id:
         raise PredictionsVerificationError(
-            f"{where!r} belongs to run {manifest['run_id']!r}, not {run_id!r}"
+            f"{where!r} belongs to run {manifest.run_id!r}, not {run_id!r}"
         )
-    if (manifest["model_run_id"], manifest["model_sha256"]) != (model.run_id, model.model_sha256):
+    if (manifest.model_run_id, manifest.model_sha256) != (model.run_id, model.model_sha256):
         raise PredictionsVerificationError(
-            f"{where!r} says the step used model {manifest['model_run_id']!r} (sha256 "
-            f"{manifest['model_sha256']}), but the flow verified {model.run_id!r} (sha256 "
+            f"{where!r} says the step used model {manifest.model_run_id!r} (sha256 "
+            f"{manifest.model_sha256}), but the flow verified {model.run_id!r} (sha256 "
             f"{model.model_sha256}): the model changed while the run was scoring"
         )
-    inputs = tuple((str(item["path"]), int(item["rows"])) for item in manifest["inputs"])
-    expected = sum(rows for _, rows in inputs)
-    if int(manifest["output_rows"]) != expected:
-        raise PredictionsVerificationError(
-            f"{where!r} claims {manifest['output_rows']} output rows for {expected} input rows"
-        )
+    inputs = tuple((item.path, item.rows) for item in manifest.inputs)
+    expected = manifest.output_rows
 
-    path = f"{predictions_dir(run_id)}/{PREDICTIONS_FILE}"
+    path = predictions_path(run_id)
     with tempfile.TemporaryDirectory(prefix="verify-predictions-") as tmp:
-        local = Path(tmp) / PREDICTIONS_FILE
+        local = Path(tmp) / PREDICTIONS_FILENAME
         try:
             datastore.download_file(path, local)
         except DatastoreNotFoundError as exc:
@@ -184,7 +180,7 @@ def verify_predictions(datastore: Datastore, run_id: str, model: ModelRef) -> Pr
         rows=rows,
         inputs=inputs,
         class_counts=tuple((c, counts.get(c, 0)) for c in model.classes),
-        created_at=str(manifest["created_at"]),
+        created_at=manifest.created_at,
     )
 
 

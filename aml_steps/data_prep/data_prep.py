@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from somemodel.artifacts import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -183,12 +184,7 @@ def data_prep(df: pd.DataFrame, target_col: str = "target") -> pd.DataFrame:
 
 def write_prepared(df: pd.DataFrame, out_dir: Path) -> Path:
     """Write ``df`` to ``out_dir/prepared.parquet`` atomically (temp name, then rename)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / PREPARED_FILENAME
-    tmp = out_dir / f".{PREPARED_FILENAME}.{os.getpid()}.tmp"
-    try:
+    with atomic_output(target) as tmp:
         df.to_parquet(tmp, engine="pyarrow", index=False)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target

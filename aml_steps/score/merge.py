@@ -9,14 +9,21 @@ copy streams, so memory does not depend on the size of the parts.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from score import MANIFEST_FILENAME, PREDICTIONS_FILENAME, ScoreError
+from score import ScoreError
+
+from somemodel.artifacts import (
+    ArtifactError,
+    PredictionsManifest,
+    ScoredInput,
+    atomic_output,
+    begin_predictions,
+)
 
 PART_PREFIX = "part-"
 _COPY_BUFFER = 8 << 20
@@ -28,7 +35,7 @@ class Part:
     path: str
     rows: int
     csv: Path
-    model_run_id: str | None
+    model_run_id: str
     model_sha256: str
     classes: tuple[Any, ...]
     header: bytes
@@ -41,7 +48,7 @@ def _read_part(meta: Path) -> Part:
             path=str(item["path"]),
             rows=int(item["rows"]),
             csv=meta.parent / str(item["part"]),
-            model_run_id=item["model_run_id"],
+            model_run_id=str(item["model_run_id"]),
             model_sha256=str(item["model_sha256"]),
             classes=tuple(item["classes"]),
             header=str(item["header"]).encode("utf-8"),
@@ -87,37 +94,31 @@ def read_parts(parts_dir: Path, expected_files: int) -> list[Part]:
 
 def merge_parts(
     parts_dir: Path, out_dir: Path, *, run_id: str, expected_files: int, created_at: datetime
-) -> dict[str, Any]:
-    """Write `out_dir/predictions.csv` from the parts, then `manifest.json` last; return it."""
+) -> PredictionsManifest:
+    """Write `out_dir/predictions.csv` from the parts; return the manifest to write last."""
     parts = read_parts(parts_dir, expected_files)
     header = parts[0].header
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST_FILENAME).unlink(missing_ok=True)
-    target = out_dir / PREDICTIONS_FILENAME
-    tmp = out_dir / f".{PREDICTIONS_FILENAME}.{os.getpid()}.tmp"
+    with atomic_output(begin_predictions(out_dir)) as tmp, tmp.open("wb") as out:
+        out.write(header)
+        for part in parts:
+            if not part.csv.is_file():
+                raise ScoreError(f"{part.csv} (the part of {part.path!r}) is missing")
+            with part.csv.open("rb") as source:
+                if source.read(len(header)) != header:
+                    raise ScoreError(
+                        f"{part.csv} (the part of {part.path!r}) does not start with the "
+                        "header its description names"
+                    )
+                shutil.copyfileobj(source, out, _COPY_BUFFER)
     try:
-        with tmp.open("wb") as out:
-            out.write(header)
-            for part in parts:
-                if not part.csv.is_file():
-                    raise ScoreError(f"{part.csv} (the part of {part.path!r}) is missing")
-                with part.csv.open("rb") as source:
-                    if source.read(len(header)) != header:
-                        raise ScoreError(
-                            f"{part.csv} (the part of {part.path!r}) does not start with the "
-                            "header its description names"
-                        )
-                    shutil.copyfileobj(source, out, _COPY_BUFFER)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    manifest = {
-        "run_id": run_id,
-        "model_run_id": parts[0].model_run_id,
-        "model_sha256": parts[0].model_sha256,
-        "inputs": [{"path": p.path, "rows": p.rows} for p in parts],
-        "output_rows": sum(p.rows for p in parts),
-        "classes": list(parts[0].classes),
-        "created_at": created_at.isoformat(),
-    }
-    return manifest
+        return PredictionsManifest(
+            run_id=run_id,
+            model_run_id=parts[0].model_run_id,
+            model_sha256=parts[0].model_sha256,
+            inputs=tuple(ScoredInput(p.path, p.rows) for p in parts),
+            output_rows=sum(p.rows for p in parts),
+            classes=parts[0].classes,
+            created_at=created_at.isoformat(),
+        )
+    except ArtifactError as exc:
+        raise ScoreError(f"{parts_dir}: the parts do not make a valid manifest: {exc}") from exc

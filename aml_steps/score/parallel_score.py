@@ -32,7 +32,6 @@ from typing import Any
 
 from merge import PART_PREFIX
 from score import (
-    PREDICTIONS_FILENAME,
     ScoreError,
     TrainedModel,
     csv_header,
@@ -41,6 +40,8 @@ from score import (
     score_files,
     use_system_allocator,
 )
+
+from somemodel.artifacts import PREDICTIONS_FILENAME, atomic_write_text
 
 logger = logging.getLogger("parallel_score")
 
@@ -89,9 +90,7 @@ def init(argv: Sequence[str] | None = None) -> None:
     _state.trained = trained
     _state.args = args
     _state.header = csv_header(trained.model.classes_).decode("utf-8")
-    logger.info(
-        "loaded model of run %s (sha256 %s)", trained.metadata.get("run_id"), trained.sha256
-    )
+    logger.info("loaded model of run %s (sha256 %s)", trained.metadata.run_id, trained.sha256)
 
 
 def _base(path: Path, root: Path) -> Path:
@@ -125,15 +124,12 @@ def score_one(path: Path) -> dict[str, Any]:
         "path": summary.path,
         "rows": summary.rows,
         "part": f"{stem}.csv",
-        "model_run_id": trained.metadata.get("run_id"),
+        "model_run_id": trained.metadata.run_id,
         "model_sha256": trained.sha256,
-        "classes": list(trained.metadata["classes"]),
+        "classes": list(trained.metadata.classes),
         "header": _state.header,
     }
-    target = args.parts / f"{stem}.json"
-    tmp_json = args.parts / f".{stem}.json.{os.getpid()}.tmp"
-    tmp_json.write_text(json.dumps(part, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_json, target)
+    atomic_write_text(args.parts / f"{stem}.json", json.dumps(part, indent=2) + "\n")
     return part
 
 

@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from merge import merge_parts
-from score import ScoreError, write_manifest
+from score import ScoreError
+
+from somemodel.artifacts import write_manifest
 
 logger = logging.getLogger("run_merge")
 
@@ -46,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     written = write_manifest(manifest, args.predictions)
     logger.info(
         "merged %d parts, %d rows; wrote %s",
-        len(manifest["inputs"]),
-        manifest["output_rows"],
+        len(manifest.inputs),
+        manifest.output_rows,
         written,
     )
     return 0

@@ -8,14 +8,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from score import (
-    ScoreError,
-    build_manifest,
-    load_trained_model,
-    score_files,
-    use_system_allocator,
-    write_manifest,
-)
+from score import ScoreError, build_manifest, load_trained_model, score_files, use_system_allocator
+
+from somemodel.artifacts import write_manifest
 
 logger = logging.getLogger("run_score")
 
@@ -43,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     use_system_allocator()
     try:
         trained = load_trained_model(args.model)
-        logger.info(
-            "loaded model of run %s (sha256 %s)", trained.metadata.get("run_id"), trained.sha256
-        )
+        logger.info("loaded model of run %s (sha256 %s)", trained.metadata.run_id, trained.sha256)
         inputs = score_files(
             trained,
             args.input_data,
@@ -60,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         run_id=args.run_id, trained=trained, inputs=inputs, created_at=datetime.now(UTC)
     )
     written = write_manifest(manifest, args.predictions)
-    logger.info("scored %d rows; wrote %s", manifest["output_rows"], written)
+    logger.info("scored %d rows; wrote %s", manifest.output_rows, written)
     return 0
 
 

@@ -6,10 +6,7 @@ output file, so memory depends on the chunk size, never on the input size.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,14 +22,19 @@ import pyarrow.csv as pa_csv
 from sklearn import config_context
 from threadpoolctl import threadpool_limits
 
-from somemodel import MODEL_FILENAME, ModelLoadError, SomeModel, load_model
+from somemodel import SomeModel
+from somemodel.artifacts import (
+    ArtifactError,
+    PredictionsManifest,
+    ScoredInput,
+    VerifiedModel,
+    atomic_output,
+    begin_predictions,
+    load_verified_model,
+)
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILENAME = "metadata.json"
-PREDICTIONS_FILENAME = "predictions.csv"
-MANIFEST_FILENAME = "manifest.json"
-_HASH_CHUNK = 1 << 20
 _SHOWN_ROWS = 5
 _READ_BLOCK = 256 << 10  # bytes of CSV Arrow parses at a time
 _PROBA_SCALE = 10**9  # probabilities are written with 9 decimal places
@@ -43,21 +45,9 @@ class ScoreError(ValueError):
     """The model or the input data cannot be scored; the message says what to fix."""
 
 
-@dataclass(frozen=True)
-class TrainedModel:
-    model: SomeModel
-    metadata: dict[str, Any]
-    sha256: str
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [str(name) for name in self.metadata["feature_names"]]
-
-
-@dataclass(frozen=True)
-class InputSummary:
-    path: str
-    rows: int
+# A model folder and an input's row count, as the artifact contract defines them.
+TrainedModel = VerifiedModel
+InputSummary = ScoredInput
 
 
 # --- pure -------------------------------------------------------------------------------
@@ -305,17 +295,11 @@ def build_manifest(
     trained: TrainedModel,
     inputs: list[InputSummary],
     created_at: datetime,
-) -> dict[str, Any]:
+) -> PredictionsManifest:
     """The content of ``manifest.json``, the completion marker of a scoring run."""
-    return {
-        "run_id": run_id,
-        "model_run_id": trained.metadata.get("run_id"),
-        "model_sha256": trained.sha256,
-        "inputs": [{"path": item.path, "rows": item.rows} for item in inputs],
-        "output_rows": sum(item.rows for item in inputs),
-        "classes": list(trained.metadata["classes"]),
-        "created_at": created_at.isoformat(),
-    }
+    return PredictionsManifest.for_inputs(
+        run_id=run_id, model=trained.metadata, inputs=inputs, created_at=created_at
+    )
 
 
 # --- io ---------------------------------------------------------------------------------
@@ -331,53 +315,12 @@ def use_system_allocator() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so memory stays flat for any size."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_trained_model(model_dir: Path) -> TrainedModel:
-    """Read ``metadata.json``, check the model file's sha256 against it, then load it.
-
-    The hash is checked before loading so a swapped or corrupted file is never
-    deserialised at all.
-    """
-    metadata_path = model_dir / METADATA_FILENAME
-    if not metadata_path.is_file():
-        raise ScoreError(f"{METADATA_FILENAME} not found in {model_dir}: is it a train output?")
+    """The model of a train output folder, loaded only after its sha256 matched its metadata."""
     try:
-        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ScoreError(f"{metadata_path} is not valid JSON: {exc}") from exc
-    missing = [k for k in ("model_sha256", "feature_names", "classes") if k not in metadata]
-    if missing:
-        raise ScoreError(f"{metadata_path} lacks keys {missing}")
-    model_path = model_dir / str(metadata.get("model_file", MODEL_FILENAME))
-    if not model_path.is_file():
-        raise ScoreError(f"model file not found: {model_path}")
-    actual = sha256_file(model_path)
-    expected = str(metadata["model_sha256"])
-    if actual != expected:
-        raise ScoreError(
-            f"{model_path} does not match its metadata: expected sha256 {expected}, "
-            f"actual {actual}; refusing to load it"
-        )
-    try:
-        model = load_model(model_path)
-    except ModelLoadError as exc:
+        return load_verified_model(model_dir)
+    except ArtifactError as exc:
         raise ScoreError(str(exc)) from exc
-    trained = TrainedModel(model=model, metadata=metadata, sha256=actual)
-    model_features = [str(name) for name in getattr(model, "feature_names_in_", [])]
-    if model_features and model_features != trained.feature_names:
-        raise ScoreError(
-            f"feature names in {metadata_path} {trained.feature_names} differ from the "
-            f"model's {model_features}"
-        )
-    return trained
 
 
 def list_csv_files(path: Path) -> list[Path]:
@@ -509,53 +452,35 @@ def score_files(
     files = list_csv_files(input_path)
     if base is None:
         base = input_path if input_path.is_dir() else input_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST_FILENAME).unlink(missing_ok=True)
-    target = out_dir / PREDICTIONS_FILENAME
-    tmp = out_dir / f".{PREDICTIONS_FILENAME}.{os.getpid()}.tmp"
+    target = begin_predictions(out_dir)
     model, features = trained.model, trained.feature_names
     predictions_csv = PredictionsCsv(model.classes_)
     summaries: list[InputSummary] = []
-    try:
-        # Formatting and writing run on one background thread while the next chunk is
-        # read and predicted: Arrow's kernels, numpy and file writes release the GIL.
-        # At most one write is in flight, so memory stays ~2 chunks.
-        # One BLAS/OpenMP thread: a chunk's matrices are small, and OpenBLAS's
-        # spinning worker threads otherwise take the core the writer needs (measured:
-        # 2.2 s -> 1.7 s wall, 3.5 s -> 2.1 s CPU for 2M rows on 2 cores).
-        with (
-            threadpool_limits(limits=1),
-            tmp.open("wb") as out,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="csv-writer") as pool,
-        ):
-            out.write(predictions_csv.header)
-            pending: Future[None] | None = None
-            for path in files:
-                relative = path.relative_to(base).as_posix()
-                rows = 0
-                for batch in _iter_batches(path, features, id_column, chunk_size, relative):
-                    scored = score_batch(model, batch, features, id_column, rows, relative)
-                    if pending is not None:
-                        pending.result()
-                    pending = pool.submit(predictions_csv.write_rows, out, scored)
-                    rows += batch.num_rows
-                logger.info("scored %d rows from %s", rows, relative)
-                summaries.append(InputSummary(path=relative, rows=rows))
-            if pending is not None:
-                pending.result()
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # Formatting and writing run on one background thread while the next chunk is
+    # read and predicted: Arrow's kernels, numpy and file writes release the GIL.
+    # At most one write is in flight, so memory stays ~2 chunks.
+    # One BLAS/OpenMP thread: a chunk's matrices are small, and OpenBLAS's
+    # spinning worker threads otherwise take the core the writer needs (measured:
+    # 2.2 s -> 1.7 s wall, 3.5 s -> 2.1 s CPU for 2M rows on 2 cores).
+    with (
+        atomic_output(target) as tmp,
+        threadpool_limits(limits=1),
+        tmp.open("wb") as out,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="csv-writer") as pool,
+    ):
+        out.write(predictions_csv.header)
+        pending: Future[None] | None = None
+        for path in files:
+            relative = path.relative_to(base).as_posix()
+            rows = 0
+            for batch in _iter_batches(path, features, id_column, chunk_size, relative):
+                scored = score_batch(model, batch, features, id_column, rows, relative)
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(predictions_csv.write_rows, out, scored)
+                rows += batch.num_rows
+            logger.info("scored %d rows from %s", rows, relative)
+            summaries.append(InputSummary(path=relative, rows=rows))
+        if pending is not None:
+            pending.result()
     return summaries
-
-
-def write_manifest(manifest: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``manifest.json`` atomically; call this last, it marks the output complete."""
-    target = out_dir / MANIFEST_FILENAME
-    tmp = out_dir / f".{MANIFEST_FILENAME}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target

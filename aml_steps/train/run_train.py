@@ -8,15 +8,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from train import (
-    TrainError,
-    build_metadata,
-    log_to_mlflow,
-    read_prepared,
-    train,
-    write_metadata,
-    write_model,
-)
+from train import TrainError, build_metadata, log_to_mlflow, read_prepared, train
+
+from somemodel.artifacts import save_model_file, write_metadata
 
 logger = logging.getLogger("run_train")
 
@@ -51,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    sha256 = write_model(result.model, args.trained_model)
+    # The model file first, then the run is logged, then metadata.json last: a folder
+    # is complete only when the whole step succeeded.
+    sha256 = save_model_file(result.model, args.trained_model)
     logger.info("wrote model to %s (sha256 %s)", args.trained_model, sha256)
     log_to_mlflow(
         result,

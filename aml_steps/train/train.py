@@ -1,15 +1,13 @@
-"""Fit SomeModel on a prepared table, score it on a stratified held-out split, and
-write the model file plus ``metadata.json`` (the completion marker, written last).
+"""Fit SomeModel on a prepared table and score it on a stratified held-out split.
+
+The model folder it leads to (model file, then ``metadata.json`` last) is written
+by ``somemodel.artifacts``, the one contract its readers use too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
-import platform
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,18 +15,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sklearn
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from sklearn.model_selection import train_test_split
 
-from somemodel import MODEL_FILENAME, SomeModel, save_model
-from somemodel import __version__ as somemodel_version
+from somemodel import SomeModel
+from somemodel.artifacts import ModelMetadata
 
 logger = logging.getLogger(__name__)
 
 PREPARED_FILENAME = "prepared.parquet"
-METADATA_FILENAME = "metadata.json"
-_HASH_CHUNK = 1 << 20
 
 
 class TrainError(ValueError):
@@ -134,33 +129,19 @@ def build_metadata(
     target_col: str,
     model_sha256: str,
     created_at: datetime,
-) -> dict[str, Any]:
+) -> ModelMetadata:
     """The content of ``metadata.json``: everything needed to verify and trace a model."""
-    return {
-        "run_id": run_id,
-        "input_path": input_path,
-        "target_col": target_col,
-        "model_file": MODEL_FILENAME,
-        "model_sha256": model_sha256,
-        "metrics": result.metrics,
-        "feature_names": [str(name) for name in result.model.feature_names_in_],
-        "classes": [_json_value(c) for c in result.model.classes_],
-        "somemodel_version": somemodel_version,
-        "sklearn_version": sklearn.__version__,
-        "python_version": platform.python_version(),
-        "n_train": result.n_train,
-        "n_test": result.n_test,
-        "created_at": created_at.isoformat(),
-    }
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so memory stays flat for any size."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return ModelMetadata.for_model(
+        result.model,
+        model_sha256=model_sha256,
+        run_id=run_id,
+        input_path=input_path,
+        target_col=target_col,
+        metrics=result.metrics,
+        n_train=result.n_train,
+        n_test=result.n_test,
+        created_at=created_at,
+    )
 
 
 def read_prepared(folder: Path) -> pd.DataFrame:
@@ -169,36 +150,6 @@ def read_prepared(folder: Path) -> pd.DataFrame:
     if not path.is_file():
         raise TrainError(f"{PREPARED_FILENAME} not found in {folder}: is it a data-prep output?")
     return pd.read_parquet(path, engine="pyarrow")
-
-
-def write_model(model: SomeModel, out_dir: Path) -> str:
-    """Save the model atomically as ``out_dir/model.skops``; return its sha256.
-
-    Any existing ``metadata.json`` is removed first, so a folder holds a marker only
-    when the marker matches the model file next to it.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / METADATA_FILENAME).unlink(missing_ok=True)
-    target = out_dir / MODEL_FILENAME
-    tmp = out_dir / f".{MODEL_FILENAME}.{os.getpid()}.tmp"
-    try:
-        save_model(model, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return sha256_file(target)
-
-
-def write_metadata(metadata: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``metadata.json`` atomically; call this last, it marks the output complete."""
-    target = out_dir / METADATA_FILENAME
-    tmp = out_dir / f".{METADATA_FILENAME}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
 
 
 def log_to_mlflow(result: TrainResult, params: dict[str, Any]) -> bool:

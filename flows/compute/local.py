@@ -32,11 +32,12 @@ from flows.compute.base import (
     StepResult,
     StepSpec,
 )
-from flows.datastore.base import Datastore, join
+from flows.datastore.base import Datastore
 from flows.datastore.transfer import download, upload_folder
 from flows.fsutil import file_lock
+from flows.ledger import COMPLETION_MARKER as COMPLETION_MARKER
+from flows.ledger import CompletionMarker, RunLedger
 
-COMPLETION_MARKER = "_COMPLETE.json"
 STDERR_TAIL_LINES = 40
 _READY = ".ready.json"
 
@@ -211,21 +212,13 @@ class LocalCompute:
             )
 
     def _is_complete(self, spec: StepSpec) -> bool:
-        return all(self.datastore.exists(join(o.path, COMPLETION_MARKER)) for o in spec.outputs)
+        return RunLedger(self.datastore).is_complete(o.path for o in spec.outputs)
 
     def _mark_complete(self, spec: StepSpec, environment: EnvironmentRef, duration: float) -> None:
-        marker = json.dumps(
-            {
-                "job_name": spec.job_name,
-                "environment": environment.id,
-                "duration_seconds": round(duration, 3),
-            }
+        RunLedger(self.datastore).mark_complete(
+            (o.path for o in spec.outputs),
+            CompletionMarker(spec.job_name, environment.id, duration),
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / COMPLETION_MARKER
-            path.write_text(marker)
-            for o in spec.outputs:
-                self.datastore.upload_file(path, join(o.path, COMPLETION_MARKER), overwrite=True)
 
 
 def _run_tool(argv: list[str]) -> None:

@@ -7,10 +7,13 @@ Two implementations keep the same layout (`LocalDatastore`, a folder;
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import Literal, Protocol
+
+# One sha256 for the whole project: the one the steps check models with.
+from somemodel.artifacts import sha256_of_file as sha256_of_file
+from somemodel.artifacts import sha256_of_stream as sha256_of_stream
 
 CHUNK_SIZE = 4 * 1024 * 1024
 
@@ -79,18 +82,6 @@ class Datastore(Protocol):
         Raises PreconditionFailedError when another writer got there first.
         """
         ...
-
-
-def sha256_of_stream(stream: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := stream.read(CHUNK_SIZE):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_of_file(path: Path) -> str:
-    with path.open("rb") as stream:
-        return sha256_of_stream(stream)
 
 
 def join(*parts: str) -> str:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -54,6 +52,7 @@ from flows.datastore.base import (
     Versioned,
 )
 from flows.settings import Settings
+from somemodel.artifacts import atomic_output
 
 # Bounded requests keep memory flat for big files: the SDK's defaults (64 MiB
 # single put, 32 MiB first get) would read a 50 MB CSV whole into memory. Gets
@@ -185,19 +184,13 @@ class BlobDatastore:
     @_retry_throttled
     def download_file(self, path: str, dest: Path) -> None:
         name = _blob_name(path, self)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-        tmp = Path(tmp_name)
-        try:
-            with self._translate(path), os.fdopen(fd, "wb") as stream:
+        with atomic_output(dest) as tmp:
+            with self._translate(path), tmp.open("wb") as stream:
                 downloader = self._client.get_blob_client(name).download_blob(
                     max_concurrency=self.max_concurrency
                 )
                 downloader.readinto(stream)
             self._check_download(path, tmp, downloader.properties)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @_retry_throttled
     def upload_file(self, src: Path, path: str, *, overwrite: bool = False) -> None:

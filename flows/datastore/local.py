@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from flows.datastore.base import (
@@ -18,6 +14,7 @@ from flows.datastore.base import (
     sha256_of_file,
 )
 from flows.fsutil import file_lock
+from somemodel.artifacts import atomic_output
 
 
 class LocalDatastore:
@@ -69,7 +66,7 @@ class LocalDatastore:
         if target.exists() and not overwrite:
             raise DatastoreError(f"{path!r} already exists in the {self.describe()}")
         expected = sha256_of_file(src)
-        with self._atomic_target(target) as tmp:
+        with atomic_output(target) as tmp:
             shutil.copyfile(src, tmp)
             if sha256_of_file(tmp) != expected:
                 raise DatastoreError(f"upload of {path!r} was corrupted (sha256 mismatch)")
@@ -92,18 +89,5 @@ class LocalDatastore:
                 raise PreconditionFailedError(
                     f"{path!r} changed since it was read in the {self.describe()}"
                 )
-            with self._atomic_target(target) as tmp:
+            with atomic_output(target) as tmp:
                 tmp.write_text(text, encoding="utf-8")
-
-    @contextmanager
-    def _atomic_target(self, target: Path) -> Iterator[Path]:
-        """Yield a temp path beside `target`; move it into place only on success."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            yield tmp
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)

@@ -49,6 +49,7 @@ def _output(store: LocalDatastore, rows: list[str], inputs_rows: int, **manifest
         "model_sha256": MODEL.model_sha256,
         "inputs": [{"path": "week.csv", "rows": inputs_rows}],
         "output_rows": inputs_rows,
+        "classes": list(CLASSES),
         "created_at": "2026-11-23T08:00:00+00:00",
         **manifest,
     }

@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from score import (
-    PREDICTIONS_FILENAME,
     ScoreError,
     TrainedModel,
     build_manifest,
@@ -27,8 +26,9 @@ from score import (
     score_batch,
     score_files,
 )
-from train import build_metadata, train, write_metadata, write_model
+from train import build_metadata, train
 
+from somemodel.artifacts import PREDICTIONS_FILENAME, save_model_file, write_metadata
 from tests.fuzz.csv_strategies import cells, csv_bytes
 
 FEATURES = ["f1", "f2"]
@@ -43,7 +43,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     df["target"] = np.where(df["f1"] > 0, "x", "y")
     result = train(df)
     folder = tmp_path_factory.mktemp("model")
-    sha256 = write_model(result.model, folder)
+    sha256 = save_model_file(result.model, folder)
     metadata = build_metadata(
         result,
         run_id="train-fuzz",
@@ -105,7 +105,7 @@ def test_score_files_scores_or_fails_clearly(
         manifest = build_manifest(
             run_id="score-fuzz", trained=trained, inputs=summaries, created_at=datetime.now(UTC)
         )
-        assert manifest["output_rows"] == len(frame)
+        assert manifest.output_rows == len(frame)
 
 
 # Arrow types a caller may hand to score_batch, with values of each.

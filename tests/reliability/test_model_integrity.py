@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import pickle
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import somemodel
+import somemodel.artifacts
 from flows.datastore import LocalDatastore
 from flows.registry import ModelVerificationError, verify_model
 from somemodel import SomeModel, save_model
+from somemodel.artifacts import write_model_artifact
 
 
 def _fitted(seed: int) -> SomeModel:
@@ -24,19 +24,20 @@ def _fitted(seed: int) -> SomeModel:
 
 
 def _publish(store: LocalDatastore, tmp_path: Path, run_id: str) -> None:
-    local = tmp_path / "model.skops"
-    save_model(_fitted(0), local)
-    store.upload_file(local, f"trained_models/{run_id}/model.skops")
-    metadata = {
-        "model_file": "model.skops",
-        "model_sha256": hashlib.sha256(local.read_bytes()).hexdigest(),
-        "classes": ["p", "q"],
-        "feature_names": ["a", "b"],
-        "created_at": "2026-11-23T00:00:00+00:00",
-    }
-    store.write_conditional(
-        f"trained_models/{run_id}/metadata.json", json.dumps(metadata), etag=None
+    folder = tmp_path / "published"
+    write_model_artifact(
+        _fitted(0),
+        folder,
+        run_id=run_id,
+        input_path="raw/a.csv",
+        target_col="target",
+        metrics={},
+        n_train=30,
+        n_test=0,
+        created_at=datetime(2026, 11, 23, tzinfo=UTC),
     )
+    for name in ("model.skops", "metadata.json"):
+        store.upload_file(folder / name, f"trained_models/{run_id}/{name}")
 
 
 class _Boom:
@@ -64,7 +65,7 @@ def test_swapped_model_is_refused_before_loading(
     store.upload_file(replacement, f"trained_models/{run_id}/model.skops", overwrite=True)
 
     loads: list[object] = []
-    monkeypatch.setattr(somemodel, "load_model", lambda path: loads.append(path))
+    monkeypatch.setattr(somemodel.artifacts, "load_model", lambda path: loads.append(path))
     with pytest.raises(ModelVerificationError, match=r"sha256.*refusing to load it"):
         verify_model(store, run_id)
     assert loads == [], "the swapped file was handed to the deserialiser"

@@ -16,8 +16,6 @@ import skops.io as sio
 
 from somemodel.models import SomeModel
 
-MODEL_FILENAME = "model.skops"
-
 # Exactly what ``skops.io.get_untrusted_types`` reports for a fitted SomeModel: the
 # scaler, logistic regression and numpy arrays inside it are trusted by skops
 # already. A test recomputes this list from a freshly fitted model, so a change to
