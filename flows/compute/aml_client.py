@@ -6,8 +6,9 @@
   service answers 408/429/5xx or the connection drops; user errors (400, 403,
   404) are not retried at all;
 - `check_workspace()` reads the workspace, the compute target and the
-  datastore before anything is uploaded, so a wrong credential, name or role
-  fails the flow at once with what to fix.
+  datastore before anything is uploaded, and checks that the datastore is the
+  blob container of the settings (`BlobLocation`), so a wrong credential,
+  name, role or container fails the flow at once with what to fix.
 """
 
 from __future__ import annotations
