@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: run test test-fast bench lint typecheck check install clean
+.PHONY: run test test-fast bench lint typecheck check install clean aml-smoke step-lock
 
 run: $(BIN)/.synced
 	$(BIN)/python flows/train.py $(ARGS)
@@ -28,6 +28,15 @@ test-fast: $(BIN)/.synced
 bench: $(BIN)/.synced
 	$(BIN)/python bench/pipeline_bench.py
 	$(BIN)/python bench/score_bench.py
+
+# The train and score flows on a real Azure ML workspace, configured in .env
+# (or AML_SMOKE_ENV_FILE); skipped when it is not. See docs/aml.md.
+aml-smoke: $(BIN)/.synced
+	$(BIN)/pytest -m aml_live -p no:cacheprovider tests/live $(PYTEST_ARGS)
+
+# Regenerate aml_steps/requirements.lock from uv.lock (after `uv lock`).
+step-lock: $(BIN)/.synced
+	$(BIN)/python -m flows.step_lock
 
 lint: $(BIN)/.synced
 	$(BIN)/ruff check .

@@ -7,11 +7,16 @@ live in flows/compute/aml_client.py, the log stream in flows/compute/aml_logs.py
 - environments are get-or-create by `name:version` (a content hash): an
   existing version is reused and nothing is built;
 - job names are deterministic (`{run_id}-{step}`): an existing job is attached
-  to (a restarted or retried flow), never submitted twice;
+  to (a restarted or retried flow), never submitted twice; a submission that
+  loses a race for the name (the service answers 400, not 409) attaches too;
 - waiting polls the job's status with back-off while a thread streams its
   logs into the logger; Completed is success, anything else terminal raises
-  `StepFailedError` with the job's error and its Studio URL; queueing and
-  running have separate timeouts, and a job outliving either is cancelled;
+  `StepFailedError` with the job's error and its Studio URL (from the run
+  record when the log stream broke); queueing and running have separate
+  timeouts, a pipeline job's going by its child jobs, and a job outliving
+  either is cancelled;
+- models are registered under versions the service numbers, found again by
+  the run id and model sha256 in their tags;
 - when the wait is interrupted (the Prefect run is cancelled, crashes or
   times out) the AML job is cancelled too before the exception goes on.
 
@@ -33,11 +38,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from azure.ai.ml import MLClient
-from azure.ai.ml.constants import AssetTypes
-from azure.ai.ml.entities import Environment, Job, Model
+from azure.ai.ml.constants import AssetTypes, ListViewType
+from azure.ai.ml.entities import Environment, Job, Model, PipelineJob
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from flows.compute.aml_client import (
+    BlobLocation,
     Clock,
     call_with_retry,
     check_workspace,
@@ -45,12 +51,13 @@ from flows.compute.aml_client import (
     make_ml_client,
     prefect_tags,
 )
-from flows.compute.aml_logs import LogStream
+from flows.compute.aml_logs import LogStream, run_error
 from flows.compute.aml_specs import (
     AmlTarget,
     build_command_job,
     build_environment,
     environment_id,
+    environment_version,
 )
 from flows.compute.base import (
     EnvironmentRef,
@@ -109,8 +116,11 @@ class AmlCompute:
         retry_attempts: int = 6,
         log_drain_seconds: float = 15.0,
         cancel_wait_seconds: float = 300.0,
+        storage: BlobLocation | None = None,
     ) -> None:
         self.client = client
+        # The blob container of the settings, which the datastore must point at.
+        self.storage = storage
         self.target = target
         self.workspace = workspace
         self.queue_timeout_seconds = queue_timeout_seconds
@@ -141,6 +151,7 @@ class AmlCompute:
             model_name=settings.aml_model_name,
             tags=prefect_tags(),
             logger=logger,
+            storage=BlobLocation.from_settings(settings),
             **kwargs,
         )
         compute.preflight()
@@ -163,19 +174,24 @@ class AmlCompute:
 
     def preflight(self) -> None:
         """Fail fast, before any upload, when the identity or the workspace is wrong."""
-        check_workspace(self._call, self.client, self.target, self.workspace, self.log)
+        check_workspace(
+            self._call, self.client, self.target, self.workspace, self.log, self.storage
+        )
 
     # --- environment -------------------------------------------------------------------------
 
     def prepare_environment(self, spec: EnvironmentSpec) -> EnvironmentRef:
-        env_id = environment_id(spec.name, spec.version)
+        # The version hashes the whole recipe (aml_specs.environment_version),
+        # not only what `spec.version` covers.
+        version = environment_version(spec)
+        env_id = environment_id(spec.name, version)
         try:
             self._call(
                 f"get environment {env_id}",
-                lambda: self.client.environments.get(name=spec.name, version=spec.version),
+                lambda: self.client.environments.get(name=spec.name, version=version),
             )
             self.log.info("Reusing Azure ML environment %s", env_id)
-            return EnvironmentRef(spec.name, spec.version, env_id, reused=True)
+            return EnvironmentRef(spec.name, version, env_id, reused=True)
         except ResourceNotFoundError:
             pass
         self.log.info(
@@ -192,7 +208,7 @@ class AmlCompute:
             except ResourceExistsError:
                 # Another run created the same content-addressed version first.
                 self.log.info("Environment %s was created concurrently; reusing it", env_id)
-        return EnvironmentRef(spec.name, spec.version, env_id, reused=False)
+        return EnvironmentRef(spec.name, version, env_id, reused=False)
 
     def _create_environment(self, environment: Environment) -> None:
         self._call(
@@ -262,7 +278,8 @@ class AmlCompute:
             self.log.info("Submitted Azure ML job %s: %s", name, url)
         if status == COMPLETED:
             return StepResult(step, name, COMPLETED, dict(outputs), url=url, reused=True)
-        final = self._wait(name, url, status)
+        pipeline = isinstance(job, PipelineJob) or getattr(current, "type", None) == "pipeline"
+        final = self._wait(name, url, status, pipeline=pipeline)
         return StepResult(
             step,
             name,
@@ -290,8 +307,18 @@ class AmlCompute:
 
         try:
             created = self._call(f"create job {name}", create)
-        except ResourceExistsError:
-            created = None
+        except HttpResponseError as exc:
+            # The service answers a PUT of an existing job name with 400 UserError
+            # ("A job with this name already exists"), not 409: another submission
+            # with this run id won the race. A 400 with no job under the name is
+            # a real user error and goes on as it is.
+            if exc.status_code not in (400, 409):
+                raise
+            found = self._find_job(name)
+            if found is None:
+                raise
+            self.log.info("Azure ML job %s was submitted concurrently; attaching to it", name)
+            return found, True
         if created is not None:
             return created, False
         found = self._find_job(name)
@@ -299,11 +326,11 @@ class AmlCompute:
             raise StepFailedError(f"Azure ML job {name} was reported to exist but cannot be read")
         return found, True
 
-    def _wait(self, name: str, url: str, status: str) -> str:
+    def _wait(self, name: str, url: str, status: str, *, pipeline: bool = False) -> str:
         stream = LogStream(self.client, name, self.log)
         stream.start()
         try:
-            status = self._poll_until_terminal(name, url, status, stream)
+            status = self._poll_until_terminal(name, url, status, stream, pipeline=pipeline)
         except StepFailedError:
             raise  # a queue or run timeout, already cancelled
         except BaseException as exc:
@@ -315,14 +342,61 @@ class AmlCompute:
         if status == COMPLETED:
             self.log.info("Azure ML job %s completed", name)
             return status
-        error = stream.error or "no error message was recorded; see the job's logs"
+        error = (
+            stream.error
+            or self._recorded_error(name)
+            or "no error message was recorded; see the job's logs"
+        )
         tail = "\n".join(stream.tail)
         raise StepFailedError(
             f"Azure ML job {name} ended {status}: {error}\nStudio: {url}"
             + (f"\nLast log lines:\n{tail}" if tail else "")
         )
 
-    def _poll_until_terminal(self, name: str, url: str, status: str, stream: LogStream) -> str:
+    def _recorded_error(self, name: str) -> str | None:
+        """The job's error from its run record, for when the log stream could not report it.
+
+        `jobs.get` carries no error; the SDK's stream reads it from the run
+        history, so when the stream broke early (storage it may not list) the
+        runner reads the same record through the SDK's run operations.
+        """
+        try:
+            details = self._call(
+                f"get run details of {name}",
+                lambda: self.client.jobs._runs_operations.get_run_details(name),
+            )
+        except HttpResponseError as exc:
+            self.log.warning("Cannot read the error of Azure ML job %s: %s", name, first_line(exc))
+            return None
+        return run_error(details)
+
+    def _timing_state(self, name: str, status: str, pipeline: bool) -> str:
+        """The state the queue and run timeouts go by.
+
+        A pipeline job is Running as soon as it is scheduled, while its child
+        jobs still wait for nodes: until a child leaves the queue, the pipeline
+        counts as queued, so the queue timeout applies to it and the run
+        timeout starts only when a child runs.
+        """
+        if not pipeline or status in QUEUED_STATES or status in TERMINAL_STATES:
+            return status
+        try:
+            children = self._call(
+                f"list child jobs of {name}",
+                lambda: list(self.client.jobs.list(parent_job_name=name)),
+            )
+        except HttpResponseError as exc:
+            # Not worth failing (and so cancelling) a running job over: the
+            # timeouts then go by the pipeline's own status, as before.
+            self.log.warning("Cannot list the child jobs of %s: %s", name, first_line(exc))
+            return status
+        if any(job_status(child) not in QUEUED_STATES for child in children):
+            return status
+        return "Queued"
+
+    def _poll_until_terminal(
+        self, name: str, url: str, status: str, stream: LogStream, *, pipeline: bool = False
+    ) -> str:
         waiting_since = self.clock.now()
         running_since: float | None = None
         delays = self.schedule.delays()
@@ -330,11 +404,12 @@ class AmlCompute:
         stream_ended_seen = False
         while status not in TERMINAL_STATES:
             now = self.clock.now()
-            if status in QUEUED_STATES:
+            phase = self._timing_state(name, status, pipeline)
+            if phase in QUEUED_STATES:
                 if now - waiting_since > self.queue_timeout_seconds:
                     self._cancel(name, reason="queue timeout")
                     raise StepFailedError(
-                        f"Azure ML job {name} waited in state {status} for more than "
+                        f"Azure ML job {name} waited in state {phase} for more than "
                         f"{self.queue_timeout_seconds:.0f} s "
                         "(SOMEMODEL_AML_QUEUE_TIMEOUT_SECONDS) and was cancelled; check that "
                         f"compute {self.target.compute!r} can scale up.\nStudio: {url}"
@@ -386,35 +461,67 @@ class AmlCompute:
     # --- model registry --------------------------------------------------------------------
 
     def register_model(self, to_register: ModelToRegister) -> Registration:
-        """Register the verified model folder as `{model_name}:{run_id}`; idempotent.
+        """Register the verified model folder under `model_name`; idempotent per run.
 
-        The version is the run id, so a retried flow finds its own registration
-        instead of adding a version.
+        Azure ML accepts only positive integers as model versions
+        (`ModelVersionOutOfRange` otherwise), so the service assigns the
+        version and the run id and the model's sha256 go into tags. A retried
+        flow finds its own registration by those tags instead of adding a
+        version.
         """
-        run_id, folder, metrics = to_register.run_id, to_register.folder, to_register.metrics
-        model_path = folder
-        model_id = f"azureml:{self.model_name}:{run_id}"
-        try:
-            self._call(
-                f"get model {model_id}",
-                lambda: self.client.models.get(name=self.model_name, version=run_id),
-            )
-            self.log.info("Model %s already registered", model_id)
+        run_id, folder = to_register.run_id, to_register.folder
+        existing = self._find_registered(to_register)
+        if existing is not None:
+            model_id = f"azureml:{self.model_name}:{existing.version}"
+            self.log.info("Model of run %s already registered as %s", run_id, model_id)
             return Registration(model_id, f"already registered as {model_id}")
-        except ResourceNotFoundError:
-            pass
-        tags = {"run_id": run_id, "model_path": model_path, **_metric_tags(metrics)}
+        tags = {
+            "run_id": run_id,
+            "model_sha256": to_register.model_sha256,
+            "model_path": folder,
+            **_metric_tags(to_register.metrics),
+        }
         model = Model(
             name=self.model_name,
-            version=run_id,
             type=AssetTypes.CUSTOM_MODEL,
             path=self.target.uri(folder, folder=True),
             description=f"somemodel trained and verified by run {run_id}",
             tags=tags,
         )
-        self._call(f"register model {model_id}", lambda: self.client.models.create_or_update(model))
-        self.log.info("Registered model %s", model_id)
+        attempts = 0
+
+        def create() -> Model:
+            nonlocal attempts
+            attempts += 1
+            # A retry first checks whether the attempt whose answer was lost went through.
+            found = self._find_registered(to_register) if attempts > 1 else None
+            return found or self.client.models.create_or_update(model)
+
+        created = self._call(f"register model {self.model_name}", create)
+        model_id = f"azureml:{self.model_name}:{created.version}"
+        self.log.info("Registered the model of run %s as %s", run_id, model_id)
         return Registration(model_id, f"registered as {model_id}")
+
+    def _find_registered(self, to_register: ModelToRegister) -> Model | None:
+        """The version of `model_name` tagged with this run id and model sha256, if any."""
+
+        def versions() -> list[Model]:
+            try:
+                # Archived versions count too: a run is registered once, ever.
+                return list(
+                    self.client.models.list(name=self.model_name, list_view_type=ListViewType.ALL)
+                )
+            except ResourceNotFoundError:
+                return []  # no model of that name yet
+
+        for model in self._call(f"list versions of model {self.model_name}", versions):
+            tags = model.tags or {}
+            if (
+                tags.get("run_id") == to_register.run_id
+                and tags.get("model_sha256") == to_register.model_sha256
+            ):
+                return model
+        return None
 
 
 # --- log streaming -----------------------------------------------------------------------

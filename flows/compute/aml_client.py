@@ -6,8 +6,9 @@
   service answers 408/429/5xx or the connection drops; user errors (400, 403,
   404) are not retried at all;
 - `check_workspace()` reads the workspace, the compute target and the
-  datastore before anything is uploaded, so a wrong credential, name or role
-  fails the flow at once with what to fix.
+  datastore before anything is uploaded, and checks that the datastore is the
+  blob container of the settings (`BlobLocation`), so a wrong credential,
+  name, role or container fails the flow at once with what to fix.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from azure.ai.ml import MLClient
@@ -46,6 +48,23 @@ TRANSIENT_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 
 class AmlPreflightError(RuntimeError):
     """The workspace cannot be used as configured; the message says which setting or role."""
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """The storage account and container the flow reads and writes (the blob settings)."""
+
+    account: str
+    container: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BlobLocation:
+        # The blob datastore knows the account however it is given (connection
+        # string, account URL or credentials block); building it sends nothing.
+        from flows.datastore.blob import BlobDatastore
+
+        store = BlobDatastore.from_settings(settings)
+        return cls(store.account_name, store.container)
 
 
 class Clock:
@@ -157,8 +176,14 @@ def check_workspace(
     target: AmlTarget,
     workspace: str,
     log: logging.Logger | logging.LoggerAdapter,
+    storage: BlobLocation | None = None,
 ) -> None:
-    """Fail fast, before any upload, when the identity or the workspace is wrong."""
+    """Fail fast, before any upload, when the identity or the workspace is wrong.
+
+    With `storage` (the blob settings), the datastore must point at that
+    account and container: the flow uploads the inputs and the wheel there,
+    and the jobs read through the datastore.
+    """
     where = f"workspace {workspace!r}"
     try:
         call("get workspace", lambda: client.workspaces.get(workspace))
@@ -186,18 +211,49 @@ def check_workspace(
             lambda: client.datastores.get(target.datastore),
         ),
     ]
+    found: list[object] = []
     for what, get in checks:
         try:
-            call(f"get {what}", get)
+            found.append(call(f"get {what}", get))
         except ResourceNotFoundError as exc:
             raise AmlPreflightError(f"{where} has no {what}") from exc
         except HttpResponseError as exc:
             raise AmlPreflightError(access_message(exc, f"{what} in {where}")) from exc
+    if storage is not None:
+        check_datastore_location(found[-1], target.datastore, storage)
     log.info(
         "Azure ML %s reachable; compute %s, datastore %s",
         where,
         target.compute,
         target.datastore,
+    )
+
+
+def check_datastore_location(datastore: object, name: str, storage: BlobLocation) -> None:
+    """The datastore must be the blob container of the settings, or jobs read another one.
+
+    A mismatch would show only after the image build and the queue, as a job
+    that cannot find its input; here it stops the flow before any upload.
+    """
+    account = getattr(datastore, "account_name", None)
+    container = getattr(datastore, "container_name", None)
+    if container is None:
+        kind = getattr(datastore, "type", None) or type(datastore).__name__
+        raise AmlPreflightError(
+            f"datastore {name!r} (SOMEMODEL_AML_DATASTORE) is a {kind} datastore, not an "
+            f"Azure Blob container: register one for container {storage.container!r} "
+            f"in account {storage.account!r} (az ml datastore create --type azure_blob ...)"
+        )
+    if (account or "").lower() == storage.account.lower() and container == storage.container:
+        return
+    raise AmlPreflightError(
+        f"datastore {name!r} (SOMEMODEL_AML_DATASTORE) points at container {container!r} in "
+        f"storage account {account!r}, but the flow reads and writes container "
+        f"{storage.container!r} in account {storage.account!r} (SOMEMODEL_BLOB_CONTAINER and "
+        "the blob credential): the jobs would not see the inputs and the wheel. Set "
+        "SOMEMODEL_BLOB_CONTAINER and the blob credential to the datastore's container, or "
+        "register a datastore for yours (az ml datastore create --type azure_blob ...) and "
+        "set SOMEMODEL_AML_DATASTORE to it"
     )
 
 

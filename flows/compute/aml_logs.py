@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from azure.ai.ml import MLClient
+from azure.ai.ml.exceptions import JobException
 
 LOG_TAIL_LINES = 40
 
@@ -29,6 +30,10 @@ class LogStream:
     The SDK streams by writing to `sys.stdout` and blocks until the job ends;
     the thread lets the caller poll, time out and cancel meanwhile. When the
     job fails, the SDK raises with the job's error, which is kept as `error`.
+    When streaming itself fails (a real job's logs are listed from the
+    `workspaceartifactstore` datastore, which an identity without a storage
+    data-plane role cannot read), the reason is kept as `broken`, not as the
+    job's error: the poller carries on alone.
     """
 
     def __init__(
@@ -42,6 +47,7 @@ class LogStream:
         self.log = log
         self.done = threading.Event()
         self.error: str | None = None
+        self.broken: str | None = None
         self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._thread = threading.Thread(target=self._run, name=f"aml-logs-{name}", daemon=True)
 
@@ -60,9 +66,17 @@ class LogStream:
         try:
             with _stdout_of_this_thread(self._line):
                 self.client.jobs.stream(self.name)
-        except Exception as exc:  # the poller decides the outcome; this only keeps the reason
+        except JobException as exc:
+            # The SDK's way of saying the job failed: its text carries the job's error.
             self.error = job_error(exc)
             self.log.debug("Log stream of %s ended: %s", self.name, self.error)
+        except Exception as exc:  # the poller decides the outcome; this only keeps the reason
+            self.broken = job_error(exc)
+            self.log.warning(
+                "Cannot stream the logs of Azure ML job %s (%s); waiting by polling its status",
+                self.name,
+                self.broken.splitlines()[0] if self.broken else type(exc).__name__,
+            )
         finally:
             self.done.set()
 
@@ -128,10 +142,23 @@ def job_error(exc: Exception) -> str:
         error = json.loads(body.strip()) if body else None
     except json.JSONDecodeError:
         error = None
-    if isinstance(error, dict):
-        inner = error.get("error", error)
-        message = inner.get("message") if isinstance(inner, dict) else None
-        code = inner.get("code") if isinstance(inner, dict) else None
-        if message:
-            return f"{code}: {message}" if code else str(message)
-    return text
+    return _error_text(error) or text
+
+
+def run_error(details: Any) -> str | None:
+    """The error of a run-history record (`RunDetails`), as `code: message`; None if it has none."""
+    error = getattr(details, "error", None)
+    if error is None:
+        return None
+    return _error_text(error.as_dict() if hasattr(error, "as_dict") else error)
+
+
+def _error_text(error: object) -> str | None:
+    if not isinstance(error, dict):
+        return None
+    inner = error.get("error", error)
+    message = inner.get("message") if isinstance(inner, dict) else None
+    code = inner.get("code") if isinstance(inner, dict) else None
+    if not message:
+        return None
+    return f"{code}: {message}" if code else str(message)

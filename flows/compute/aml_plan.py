@@ -41,7 +41,13 @@ from azure.ai.ml.entities import (
 )
 
 from flows.compute.aml_client import prefect_tags
-from flows.compute.aml_specs import AmlTarget, build_command_job, build_environment, environment_id
+from flows.compute.aml_specs import (
+    AmlTarget,
+    build_command_job,
+    build_environment,
+    environment_id,
+    environment_version,
+)
 from flows.compute.base import (
     EnvironmentRef,
     EnvironmentSpec,
@@ -88,9 +94,10 @@ class AmlPlanCompute:
     def prepare_environment(self, spec: EnvironmentSpec) -> EnvironmentRef:
         """Remember the environment; it is written next to the first step's plan."""
         self._environment = spec
-        self._env_name, self._env_version = spec.name, spec.version
-        env_id = environment_id(spec.name, spec.version)
-        return EnvironmentRef(spec.name, spec.version, env_id, reused=False)
+        # The version the AML backend would give it: the hash of the whole image recipe.
+        version = environment_version(spec)
+        self._env_name, self._env_version = spec.name, version
+        return EnvironmentRef(spec.name, version, environment_id(spec.name, version), reused=False)
 
     def run_step(self, spec: StepSpec, environment: EnvironmentRef) -> StepResult:
         return self.run_steps([spec], environment)[0]

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import run_train
-from train import TrainError, build_metadata, train
+from train import TrainError, build_metadata, log_to_mlflow, train
 
 import somemodel.artifacts
 from somemodel import load_model
@@ -132,3 +133,38 @@ def test_crash_while_saving_model_leaves_no_marker(
              str(out), "--run-id", "r"]
         )  # fmt: skip
     assert list(out.iterdir()) == []
+
+
+class _RecordingMlflow:
+    """The two calls the step makes, as mlflow (with azureml-mlflow) takes them on AML."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, object] = {}
+        self.metrics: dict[str, float] = {}
+
+    def log_params(self, params: dict[str, object]) -> None:
+        self.params.update(params)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        self.metrics.update(metrics)
+
+
+def test_held_out_metrics_go_to_the_job_when_mlflow_is_installed(
+    iris_df: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The AML image installs mlflow-skinny and azureml-mlflow (aml_steps/requirements-mlflow.lock)
+    # and AML sets the job's tracking URI: these become the job's metrics in Studio.
+    recorder = _RecordingMlflow()
+    monkeypatch.setitem(sys.modules, "mlflow", recorder)
+    result = train(iris_df)
+    assert log_to_mlflow(result, {"run_id": "r1"})
+    assert recorder.params == {"run_id": "r1"}
+    assert recorder.metrics["accuracy"] == result.metrics["accuracy"]
+    assert {"f1_setosa", "precision_versicolor", "recall_virginica"} <= set(recorder.metrics)
+
+
+def test_without_mlflow_the_step_skips_tracking(
+    iris_df: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
+    assert not log_to_mlflow(train(iris_df), {})

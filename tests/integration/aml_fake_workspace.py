@@ -5,7 +5,7 @@ It answers the ARM paths that `azure-ai-ml` 1.35 calls for what
 `listSecrets`, environment and code versions, jobs and their cancel), the
 workspace discovery document and the run-history details that `jobs.stream`
 reads, and it forwards the storage account's host
-(`{account}.blob.localhost:{port}`) to Azurite. It keeps state like the
+(`{account}.blob.core.localhost:{port}`) to Azurite. It keeps state like the
 service: what was PUT is what a GET returns, a job's status follows a
 schedule from its creation, and every request is recorded with its JSON body
 for the tests to check.
@@ -17,6 +17,7 @@ something new.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.client
 import ipaddress
@@ -33,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -40,20 +42,42 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 TOKEN = "fake-aml-token"
+FINAL_STATES = ("Completed", "Failed", "Canceled", "NotResponding")
 PROVIDER = "Microsoft.MachineLearningServices"
 LOG_FILE = "user_logs/std_log.txt"
 # Headers this server writes itself when it relays Azurite's answer.
 _HOP_HEADERS = frozenset({"connection", "transfer-encoding", "content-length", "date", "server"})
 
-# (status, seconds in it): the stream reads its first status right after the
-# submission and the next one 2 s later (the SDK's minimum poll), so it sees
-# the job in progress, then finished, and prints the log once. The 3 s leave
-# room for a loaded machine between the submission and that first read.
+# (status, seconds in it), in the service's order: a job PUT answers Starting
+# (recordings/job_put_201.json), then Preparing (image build), Queued (waiting
+# for a node), Running, Finalizing (outputs uploaded), and a final state. The
+# stream reads its first status right after the submission and the next one 2 s
+# later (the SDK's minimum poll), so it sees the job in progress, then finished,
+# and prints the log once; the 3.3 s leave room for a loaded machine.
 DEFAULT_SCHEDULE: tuple[tuple[str, float], ...] = (
-    ("Queued", 1.0),
+    ("Starting", 0.3),
+    ("Preparing", 0.3),
+    ("Queued", 0.4),
     ("Running", 2.0),
+    ("Finalizing", 0.3),
     ("Completed", 0.0),
 )
+FAILED_SCHEDULE: tuple[tuple[str, float], ...] = (
+    ("Starting", 0.1),
+    ("Preparing", 0.1),
+    ("Queued", 0.1),
+    ("Running", 0.5),
+    ("Failed", 0.0),
+)
+ARTIFACT_DATASTORE = "workspaceartifactstore"
+SYSTEM_DATA = {
+    "createdAt": "2026-01-01T00:00:00.0000000+00:00",
+    "createdBy": "fake",
+    "createdByType": "User",
+    "lastModifiedAt": "2026-01-01T00:00:00.0000000+00:00",
+    "lastModifiedBy": "fake",
+    "lastModifiedByType": "User",
+}
 
 
 def make_certificate(directory: Path, hostnames: Sequence[str]) -> tuple[Path, Path]:
@@ -140,10 +164,18 @@ class FakeWorkspace:
     # When set, the run history answers every read with this status (a 403 for
     # an identity that may not read runs): `jobs.stream` fails at once.
     run_history_error: int | None = None
+    # The container job logs are written to, behind the workspaceartifactstore datastore.
+    artifact_container: str = "azureml"
+    # An identity-based artifact store (no stored key): the SDK lists the logs
+    # with the caller's own token, which storage refuses without a data-plane role.
+    artifact_store_identity_only: bool = False
+    # When set, the datastore points at this container instead of `container`.
+    datastore_container: str | None = None
     base_url: str = ""
     requests: list[Recorded] = field(default_factory=list)
     unhandled: list[Recorded] = field(default_factory=list)
     assets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     upload_containers: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -171,81 +203,200 @@ class FakeWorkspace:
     # --- resources ---------------------------------------------------------------------------
 
     def workspace_body(self) -> dict[str, Any]:
+        """As recordings/workspace_get_200.json: the keys the service returns."""
+        storage = f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
         return {
             "id": self.workspace_path,
             "name": self.workspace,
             "type": f"{PROVIDER}/workspaces",
             "location": self.location,
-            "kind": "Default",
+            "tags": {},
+            "etag": None,
             "properties": {
                 "friendlyName": self.workspace,
-                "workspaceId": "00000000-0000-0000-0000-000000000001",
-                "discoveryUrl": f"{self.base_url}/discovery",
+                "description": "",
+                "storageAccount": (
+                    f"{storage}/providers/Microsoft.Storage/storageAccounts/{self.account_name}"
+                ),
+                "containerRegistry": (
+                    f"{storage}/providers/Microsoft.ContainerRegistry/registries/crfake"
+                ),
                 "provisioningState": "Succeeded",
+                "workspaceId": "00000000-0000-0000-0000-000000000001",
+                "publicNetworkAccess": "Enabled",
+                "discoveryUrl": f"{self.base_url}/discovery",
+                "mlFlowTrackingUri": f"azureml://{self.location}.api.azureml.ms/mlflow/v1.0"
+                + self.workspace_path,
             },
+            "identity": {"type": "SystemAssigned", "principalId": "fake", "tenantId": "fake"},
+            "kind": "Default",
+            "sku": {"name": "Basic", "tier": "Basic"},
+            "systemData": SYSTEM_DATA,
         }
 
     def compute_body(self) -> dict[str, Any]:
+        """As recordings/compute_get_200.json."""
         return {
             "id": f"{self.workspace_path}/computes/{self.compute}",
             "name": self.compute,
             "type": f"{PROVIDER}/workspaces/computes",
             "location": self.location,
+            "tags": {},
             "properties": {
                 "computeType": "AmlCompute",
+                "computeLocation": self.location,
                 "provisioningState": "Succeeded",
+                "isAttachedCompute": False,
+                "disableLocalAuth": False,
                 "properties": {
                     "vmSize": "STANDARD_DS3_V2",
-                    "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 2},
+                    "vmPriority": "Dedicated",
+                    "scaleSettings": {
+                        "minNodeCount": 0,
+                        "maxNodeCount": 2,
+                        "nodeIdleTimeBeforeScaleDown": "PT2M",
+                    },
+                    "osType": "Linux",
                 },
             },
         }
 
-    def datastore_body(self) -> dict[str, Any]:
+    def datastore_names(self) -> tuple[str, ...]:
+        return (self.datastore, ARTIFACT_DATASTORE)
+
+    def datastore_body(self, name: str | None = None) -> dict[str, Any]:
+        """As recordings/datastore_get_200.json: a blob container and how to reach it."""
+        name = name or self.datastore
+        artifacts = name == ARTIFACT_DATASTORE
+        if artifacts:
+            container = self.artifact_container
+        else:
+            container = self.datastore_container or self.container
+        identity_only = artifacts and self.artifact_store_identity_only
         return {
-            "id": f"{self.workspace_path}/datastores/{self.datastore}",
-            "name": self.datastore,
+            "id": f"{self.workspace_path}/datastores/{name}",
+            "name": name,
             "type": f"{PROVIDER}/workspaces/datastores",
             "properties": {
+                "description": None,
+                "tags": None,
+                "properties": None,
+                "isDefault": not artifacts,
+                "credentials": {"credentialsType": "None" if identity_only else "AccountKey"},
                 "datastoreType": "AzureBlob",
                 "accountName": self.account_name,
-                "containerName": self.container,
-                "endpoint": "localhost",
+                "containerName": container,
+                "endpoint": "core.localhost",
                 "protocol": "https",
-                "isDefault": True,
-                "credentials": {"credentialsType": "AccountKey"},
+                "serviceDataAccessAuthIdentity": "WorkspaceSystemAssignedIdentity",
             },
+            "systemData": SYSTEM_DATA,
         }
 
     def job_body(self, name: str) -> dict[str, Any]:
+        """As recordings/job_put_201.json: status, services, and the default artifact output."""
         job = self.jobs[name]
         body = json.loads(json.dumps(job.body))
         properties = body.setdefault("properties", {})
         properties["status"] = job.status(time.monotonic())
         properties["services"] = {
+            "Tracking": {
+                "jobServiceType": "Tracking",
+                "port": None,
+                "endpoint": f"azureml://{self.location}.api.azureml.ms/mlflow/v1.0"
+                + f"{self.workspace_path}?",
+                "status": None,
+                "errorMessage": None,
+                "properties": None,
+            },
             "Studio": {
                 "jobServiceType": "Studio",
+                "port": None,
                 "endpoint": f"https://ml.fake/runs/{name}?wsid={self.workspace_path}",
+                "status": None,
+                "errorMessage": None,
+                "properties": None,
+            },
+        }
+        # Every command job gets this output: its logs and artifacts, which the
+        # SDK's stream lists from storage rather than from the run history.
+        outputs = properties.setdefault("outputs", {}) or {}
+        properties["outputs"] = outputs
+        if properties.get("jobType") == "Command":
+            outputs["default"] = {
+                "description": None,
+                "uri": f"azureml://datastores/{ARTIFACT_DATASTORE}/ExperimentRun/dcid.{name}",
+                "mode": "ReadWriteMount",
+                "jobOutputType": "uri_folder",
             }
+        body["systemData"] = {
+            k: SYSTEM_DATA[k] for k in ("createdAt", "createdBy", "createdByType")
         }
         return body
 
     def run_details(self, name: str) -> dict[str, Any]:
+        """A run-history record (the fields of the SDK's `RunDetails` that it reads)."""
         job = self.jobs[name]
         status = job.status(time.monotonic())
         details: dict[str, Any] = {
             "runId": name,
+            "runUuid": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
             "status": status,
+            "target": self.compute,
+            "startTimeUtc": "2026-01-01T00:00:00.000Z",
+            "endTimeUtc": None,
+            "warnings": None,
+            "error": None,
+            "properties": {},
             "logFiles": {LOG_FILE: f"{self.base_url}/logs/{name}"},
         }
         if job.error and status == "Failed":
             details["error"] = {"error": job.error}
         return details
 
+    def run_children(self, name: str) -> list[dict[str, Any]]:
+        """A pipeline job's child runs (as recorded for `runs/{id}/children`): one per node."""
+        job = self.jobs[name]
+        status = job.status(time.monotonic())
+        nodes = (job.body.get("properties") or {}).get("jobs") or {}
+        return [
+            {
+                "runId": f"{name}-{node}",
+                "parentRunId": name,
+                "rootRunId": name,
+                "status": status,
+                "displayName": node,
+                "name": node,
+                "runType": "azureml.StepRun",
+                "properties": {},
+                "tags": {},
+                "createdUtc": "2026-01-01T00:00:00.000Z",
+            }
+            for node in nodes
+        ]
+
+    def write_job_log(self, name: str, text: str) -> None:
+        """The job's user log, where the service puts it: under its default output."""
+        service = BlobServiceClient(
+            f"http://127.0.0.1:{self.azurite_port}/{self.account_name}",
+            credential={"account_name": self.account_name, "account_key": self.account_key},
+        )
+        box = service.get_container_client(self.artifact_container)
+        with contextlib.suppress(ResourceExistsError):
+            box.create_container()
+        box.upload_blob(f"ExperimentRun/dcid.{name}/{LOG_FILE}", text.encode(), overwrite=True)
+
+    def list_secrets(self, name: str) -> dict[str, Any]:
+        """As recordings/datastore_list_secrets_200.json: the account key."""
+        return {"secretsType": "AccountKey", "key": self.account_key}
+
     @property
     def storage_url(self) -> str:
         """The account as the SDK reaches it: host-style, through this server."""
-        return f"https://{self.account_name}.blob.{self.base_url.removeprefix('https://')}"
+        # `.blob.core.` as in Azure: the storage SDK reads the account name from
+        # the host only when it has that form, and needs it to sign with a key.
+        port = self.base_url.rsplit(":", 1)[-1]
+        return f"https://{self.account_name}.blob.core.localhost:{port}"
 
     def start_pending_upload(self) -> dict[str, Any]:
         """A fresh container with a SAS for it, as AML hands out for a code snapshot."""
@@ -268,18 +419,101 @@ class FakeWorkspace:
             },
         }
 
-    def put_asset(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        stored = {
-            **body,
-            "id": path,
-            "name": name,
-            "type": "Microsoft.MachineLearningServices/workspaces/assets",
-            "systemData": {"createdAt": "2026-01-01T00:00:00Z", "createdBy": "fake"},
+    def put_asset(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """A code or environment version, as recordings/{code,environment}_version_put_201.json.
+
+        201 when created, 200 when it replaced an existing version.
+        """
+        kind, version = re.findall(r"/(codes|environments)/[^/]+/versions/([^/]+)$", path)[0]
+        properties = {
+            "description": None,
+            "tags": {},
+            "properties": {},
+            "isArchived": False,
+            "isAnonymous": False,
+            **(body.get("properties") or {}),
         }
-        stored.setdefault("properties", {})["provisioningState"] = "Succeeded"
+        if kind == "environments":
+            properties.setdefault("environmentType", "UserCreated")
+            properties.setdefault("osType", "Linux")
+        stored = {
+            "id": path,
+            "name": version,
+            "type": f"{PROVIDER}/workspaces/{kind}/versions",
+            "properties": properties,
+            "systemData": SYSTEM_DATA,
+        }
+        status = 200 if path in self.assets else 201
         self.assets[path] = stored
-        return stored
+        return status, stored
+
+    def code_versions_with_hash(self, content_hash: str) -> list[dict[str, Any]]:
+        """Code versions with this content hash, under any name.
+
+        The SDK names each snapshot with a fresh uuid and asks under that name;
+        it then takes name and version from the id of what comes back, so the
+        service matches by hash across names.
+        """
+        prefix = f"{self.workspace_path}/codes/"
+        return [
+            asset
+            for path, asset in self.assets.items()
+            if path.startswith(prefix)
+            and asset["properties"]["properties"].get("hash_sha256") == content_hash
+        ]
+
+    # --- models: versions are positive integers ------------------------------------------
+
+    def model_container(self, name: str) -> dict[str, Any] | None:
+        """As recordings/model_container_get_200.json: latestVersion and nextVersion."""
+        versions = self.models.get(name)
+        if not versions:
+            return None
+        latest = max(int(v) for v in versions)
+        return {
+            "id": f"{self.workspace_path}/models/{name}",
+            "name": name,
+            "type": f"{PROVIDER}/workspaces/models",
+            "properties": {
+                "description": None,
+                "tags": {},
+                "properties": {},
+                "isArchived": False,
+                "latestVersion": str(latest),
+                "nextVersion": str(latest + 1),
+            },
+            "systemData": SYSTEM_DATA,
+        }
+
+    def put_model(self, name: str, version: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """As recordings/model_version_put_201.json; a version that is not a positive integer
+        is refused the way the service does (400 ModelVersionOutOfRange)."""
+        if not (version.isdigit() and int(version) > 0):
+            return aml_error(
+                400,
+                "ModelVersionOutOfRange",
+                "Model version must be a positive integer.",
+            )
+        versions = self.models.setdefault(name, {})
+        properties = {
+            "description": None,
+            "tags": {},
+            "properties": {},
+            "isArchived": False,
+            "isAnonymous": False,
+            "flavors": {},
+            "jobName": None,
+            **(body.get("properties") or {}),
+        }
+        status = 200 if version in versions else 201
+        versions[version] = {
+            "id": f"{self.workspace_path}/models/{name}/versions/{version}",
+            "name": version,
+            "type": f"{PROVIDER}/workspaces/models/versions",
+            "properties": properties,
+            "systemData": SYSTEM_DATA,
+        }
+        return status, versions[version]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -314,7 +548,22 @@ class _Handler(BaseHTTPRequestHandler):
         if parsed.path == "/discovery":
             # Anonymous, like the service's: the SDK reads it without a token.
             base = ws.base_url
-            urls = {"api": base, "catalog": base, "experimentation": base, "history": base}
+            # The keys of the recorded discovery document; every service is here.
+            urls = {
+                key: base
+                for key in (
+                    "api",
+                    "catalog",
+                    "experimentation",
+                    "gallery",
+                    "history",
+                    "hyperdrive",
+                    "labeling",
+                    "modelmanagement",
+                    "pipelines",
+                    "studio",
+                )
+            }
             self._send(200, json.dumps(urls).encode(), "application/json")
             return
         if parsed.path.startswith("/logs/"):
@@ -325,22 +574,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(401, "InvalidAuthenticationToken", "The access token is invalid.")
             return
         with ws.lock:
-            answer = _route(ws, self.command, parsed.path, body)
+            answer = route(ws, self.command, parsed.path, body, query)
         if answer is None:
             ws.unhandled.append(recorded)
             self._error(404, "NotFound", f"fake workspace: nothing at {self.command} {parsed.path}")
             return
-        status, payload = answer
+        status, payload, headers = answer
         if payload is None:
-            self._send(status, b"", "application/json")
+            self._send(status, b"", "application/json", headers)
         else:
-            self._send(status, json.dumps(payload).encode(), "application/json")
+            self._send(status, json.dumps(payload).encode(), "application/json", headers)
 
-    def _send(self, status: int, payload: bytes, content_type: str) -> None:
+    def _send(
+        self,
+        status: int,
+        payload: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("x-ms-request-id", "fake")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
@@ -377,67 +634,184 @@ class _Handler(BaseHTTPRequestHandler):
             connection.close()
 
 
-def _route(
-    ws: FakeWorkspace, method: str, path: str, body: Any
-) -> tuple[int, dict[str, Any] | None] | None:
-    """(status, JSON) for a request the fake models, None for anything else."""
-    history = re.fullmatch(
-        rf"/history/v1\.0{re.escape(ws.workspace_path)}/runs/([^/]+)/details", path
+Answer = tuple[int, Any, dict[str, str]]
+
+# Every route the fake serves, by name: tests/integration/test_aml_fake_contract.py
+# checks each against a response the real service gave (tests/integration/recordings/).
+ROUTES: dict[str, tuple[str, str]] = {
+    "workspace_get": ("GET", r""),
+    "compute_get": ("GET", r"/computes/[^/]+"),
+    "datastore_get": ("GET", r"/datastores/[^/]+"),
+    "datastore_list": ("GET", r"/datastores"),
+    "datastore_list_secrets": ("POST", r"/datastores/[^/]+/listSecrets"),
+    "environment_version_get": ("GET", r"/environments/[^/]+/versions/[^/]+"),
+    "environment_version_put": ("PUT", r"/environments/[^/]+/versions/[^/]+"),
+    "code_versions_list": ("GET", r"/codes/[^/]+/versions"),
+    "code_start_pending_upload": ("POST", r"/codes/[^/]+/versions/[^/]+/startPendingUpload"),
+    "code_version_get": ("GET", r"/codes/[^/]+/versions/[^/]+"),
+    "code_version_put": ("PUT", r"/codes/[^/]+/versions/[^/]+"),
+    "model_container_get": ("GET", r"/models/[^/]+"),
+    "model_versions_list": ("GET", r"/models/[^/]+/versions"),
+    "model_version_get": ("GET", r"/models/[^/]+/versions/[^/]+"),
+    "model_version_put": ("PUT", r"/models/[^/]+/versions/[^/]+"),
+    "job_get": ("GET", r"/jobs/[^/]+"),
+    "job_put": ("PUT", r"/jobs/[^/]+"),
+    "job_cancel": ("POST", r"/jobs/[^/]+/cancel"),
+    "cancel_operation_get": ("GET", r"(operation)"),
+    "run_details_get": ("GET", r"(history)/runs/[^/]+/details"),
+    "run_children_get": ("GET", r"(history)/runs/[^/]+/children"),
+    "discovery_get": ("GET", r"(anonymous)/discovery"),
+}
+
+
+def aml_error(status: int, code: str, message: str, top: str = "UserError") -> tuple[int, Any]:
+    """An error body in the service's shape (recordings/model_container_get_404.json)."""
+    return status, {
+        "error": {
+            "code": top,
+            "message": message,
+            "details": [{"code": code, "message": message, "details": [], "additionalInfo": []}],
+            "additionalInfo": [
+                {"type": "ComponentName", "info": {"value": "managementfrontend"}},
+                {"type": "Environment", "info": {"value": "fake"}},
+            ],
+        }
+    }
+
+
+def _ok(status: int, payload: Any, headers: dict[str, str] | None = None) -> Answer:
+    return status, payload, headers or {}
+
+
+def _err(answer: tuple[int, Any]) -> Answer:
+    return answer[0], answer[1], {}
+
+
+def _missing(path: str, code: str = "ResourceNotFound") -> Answer:
+    return _err(aml_error(404, code, f"{path} was not found", top="UserError"))
+
+
+def cancel_operation_url(ws: FakeWorkspace, name: str) -> str:
+    return (
+        f"{ws.base_url}/subscriptions/{ws.subscription}/providers/{PROVIDER}/locations/"
+        f"{ws.location}/mfeOperationResults/jc:{ws.workspace}:{name}?api-version=2024-04-01"
     )
-    if history and method == "GET" and ws.run_history_error:
-        return ws.run_history_error, {"error": {"code": "Forbidden", "message": "run history"}}
+
+
+def route(
+    ws: FakeWorkspace, method: str, path: str, body: Any, query: dict[str, str] | None = None
+) -> Answer | None:
+    """(status, JSON, headers) for a request the fake models, None for anything else."""
+    query = query or {}
+    history = re.fullmatch(
+        rf"/history/v1\.0{re.escape(ws.workspace_path)}/runs/([^/]+)/(details|children)", path
+    )
     if history and method == "GET":
-        name = history.group(1)
-        return (200, ws.run_details(name)) if name in ws.jobs else _missing(path)
+        name, what = history.groups()
+        if ws.run_history_error:
+            return _err(aml_error(ws.run_history_error, "Forbidden", "run history", "Forbidden"))
+        if name not in ws.jobs:
+            return _missing(path, "RunNotFound")
+        if what == "details":
+            return _ok(200, ws.run_details(name))
+        return _ok(200, {"value": ws.run_children(name), "continuationToken": None})
+    operation = re.fullmatch(
+        rf"/subscriptions/{re.escape(ws.subscription)}/providers/{PROVIDER}/locations/"
+        rf"[^/]+/mfeOperationResults/jc:{re.escape(ws.workspace)}:([^/]+)",
+        path,
+    )
+    if operation and method == "GET":
+        job = ws.jobs.get(operation.group(1))
+        if job is None:
+            return _missing(path)
+        # ARM's long-running-operation protocol: 202 while it runs, 200 when done.
+        done = job.status(time.monotonic()) in ("Canceled", "Completed", "Failed")
+        return _ok(200 if done else 202, None, {} if done else {"Retry-After": "1"})
     if not path.startswith(ws.workspace_path):
         return None
     rest = path[len(ws.workspace_path) :]
     if rest == "" and method == "GET":
-        return 200, ws.workspace_body()
+        return _ok(200, ws.workspace_body())
     if rest == f"/computes/{ws.compute}" and method == "GET":
-        return 200, ws.compute_body()
-    if rest == f"/datastores/{ws.datastore}" and method == "GET":
-        return 200, ws.datastore_body()
+        return _ok(200, ws.compute_body())
+    datastore = re.fullmatch(r"/datastores/([^/]+)(/listSecrets)?", rest)
+    if datastore:
+        name, secrets = datastore.groups()
+        if name not in ws.datastore_names():
+            return _missing(path, "DatastoreNotFound") if method == "GET" else None
+        if secrets and method == "POST":
+            return _ok(200, ws.list_secrets(name))
+        if not secrets and method == "GET":
+            return _ok(200, ws.datastore_body(name))
+        return None
     if rest == "/datastores" and method == "GET":
-        return 200, {"value": [ws.datastore_body()]}
-    if rest == f"/datastores/{ws.datastore}/listSecrets" and method == "POST":
-        return 200, {"secretsType": "Sas", "sasToken": ws.sas_token()}
-    versions = re.fullmatch(r"/(environments|codes)/([^/]+)/versions", rest)
-    if versions and method == "GET":
-        # The SDK looks for a code version with the same content hash; none has one here.
-        return 200, {"value": []}
+        return _ok(200, {"value": [ws.datastore_body()]})
+    codes = re.fullmatch(r"/codes/([^/]+)/versions", rest)
+    if codes and method == "GET":
+        # The SDK looks for a code version with the same content hash and, when
+        # there is one, uses it instead of uploading the snapshot again.
+        found = ws.code_versions_with_hash(query.get("hash", ""))
+        return _ok(200, {"value": found, "nextLink": None})
     pending = re.fullmatch(r"/codes/([^/]+)/versions/([^/]+)/startPendingUpload", rest)
     if pending and method == "POST":
-        return 200, ws.start_pending_upload()
-    if re.fullmatch(r"/(environments|codes)/[^/]+(/versions/[^/]+)?", rest):
+        return _ok(200, ws.start_pending_upload())
+    if re.fullmatch(r"/(environments|codes)/[^/]+/versions/[^/]+", rest):
         if method == "GET":
-            return (200, ws.assets[path]) if path in ws.assets else _missing(path)
+            return _ok(200, ws.assets[path]) if path in ws.assets else _missing(path)
         if method == "PUT" and isinstance(body, dict):
-            return 200, ws.put_asset(path, body)
+            return _ok(*ws.put_asset(path, body))
+        return None
+    model = re.fullmatch(r"/models/([^/]+)(/versions)?(?:/([^/]+))?", rest)
+    if model:
+        name, versions, version = model.groups()
+        if not versions and version is None and method == "GET":
+            container = ws.model_container(name)
+            return _ok(200, container) if container else _missing(path, "ModelNotFound")
+        if versions and version is None and method == "GET":
+            listed = list(ws.models.get(name, {}).values())
+            return _ok(200, {"value": listed, "nextLink": None})
+        if versions and version is not None:
+            stored = ws.models.get(name, {}).get(version)
+            if method == "GET":
+                return _ok(200, stored) if stored else _missing(path, "ModelNotFound")
+            if method == "PUT" and isinstance(body, dict):
+                status, payload = ws.put_model(name, version, body)
+                return _ok(status, payload)
         return None
     job = re.fullmatch(r"/jobs/([^/]+)(/cancel)?", rest)
     if job:
         name, cancel = job.group(1), job.group(2)
-        if cancel and method == "POST" and name in ws.jobs:
-            ws.jobs[name].cancelled_at = time.monotonic()
-            return 202, None
-        if method == "GET":
-            return (200, ws.job_body(name)) if name in ws.jobs else _missing(path)
-        if method == "PUT" and isinstance(body, dict):
+        if cancel and method == "POST":
             if name not in ws.jobs:
-                ws.jobs[name] = FakeJob(
-                    body={**body, "id": path, "name": name, "type": f"{PROVIDER}/workspaces/jobs"},
-                    created=time.monotonic(),
-                    schedule=ws.schedule,
-                    error=ws.failure,
-                    log=f"{name}: step output\n",
+                return _missing(path)
+            fake = ws.jobs[name]
+            if fake.cancelled_at is None and fake.status(time.monotonic()) not in FINAL_STATES:
+                fake.cancelled_at = time.monotonic()
+            # Accepted, with where to follow the cancellation (the SDK's poller does).
+            headers = {"Location": cancel_operation_url(ws, name), "Retry-After": "1"}
+            return _ok(202, None, headers)
+        if method == "GET":
+            return _ok(200, ws.job_body(name)) if name in ws.jobs else _missing(path)
+        if method == "PUT" and isinstance(body, dict):
+            if name in ws.jobs:
+                # What the service answers for a job name that is taken: 400, not 409.
+                return _err(
+                    aml_error(
+                        400,
+                        "JobAlreadyExists",
+                        f"A job with this name already exists: {name}",
+                    )
                 )
-            return 201, ws.job_body(name)
+            ws.jobs[name] = FakeJob(
+                body={**body, "id": path, "name": name, "type": f"{PROVIDER}/workspaces/jobs"},
+                created=time.monotonic(),
+                schedule=ws.schedule,
+                error=ws.failure,
+                log=f"{name}: step output\n",
+            )
+            ws.write_job_log(name, ws.jobs[name].log)
+            return _ok(201, ws.job_body(name))
     return None
-
-
-def _missing(path: str) -> tuple[int, dict[str, Any]]:
-    return 404, {"error": {"code": "ResourceNotFound", "message": f"{path} was not found"}}
 
 
 class _Server(ThreadingHTTPServer):
@@ -482,6 +856,6 @@ class FakeWorkspaceServer:
             "active_directory": base,
             "aml_resource_id": base,
             # Storage URLs are https://{account}.blob.{this}: the same server, by host name.
-            "storage_endpoint": f"localhost:{self.port}",
+            "storage_endpoint": f"core.localhost:{self.port}",
             "registry_discovery_endpoint": base,
         }

@@ -27,9 +27,9 @@ from azure.core.credentials import AccessToken
 from azure.storage.blob import BlobServiceClient
 
 from flows.compute.aml import AmlCompute, PollSchedule
-from flows.compute.aml_client import AmlPreflightError, make_ml_client
-from flows.compute.aml_specs import AmlTarget, dockerfile
-from flows.compute.base import EnvironmentRef, EnvironmentSpec, StepFailedError
+from flows.compute.aml_client import AmlPreflightError, BlobLocation, make_ml_client
+from flows.compute.aml_specs import AmlTarget, dockerfile, environment_version
+from flows.compute.base import EnvironmentRef, EnvironmentSpec, ModelToRegister, StepFailedError
 from flows.plan import data_prep_step
 from flows.settings import Settings
 from flows.train import SAMPLE_PATH
@@ -37,6 +37,7 @@ from flows.wheel import SOMEMODEL_SOURCE, build_wheel
 from tests.conftest import TEST_CACHE_DIR
 from tests.integration.aml_fake_workspace import (
     DEFAULT_SCHEDULE,
+    FAILED_SCHEDULE,
     TOKEN,
     FakeWorkspace,
     FakeWorkspaceServer,
@@ -84,7 +85,7 @@ def server(
     container = azurite.new_container_name("azureml-blobstore")
     BlobServiceClient.from_connection_string(azurite.connection_string).create_container(container)
     cert, key = make_certificate(
-        tmp_path_factory.mktemp("tls"), ["localhost", f"{ACCOUNT_NAME}.blob.localhost"]
+        tmp_path_factory.mktemp("tls"), ["localhost", f"{ACCOUNT_NAME}.blob.core.localhost"]
     )
     state = FakeWorkspace(
         subscription=SUBSCRIPTION,
@@ -128,6 +129,7 @@ def make_compute(
     server: FakeWorkspaceServer,
     credential: StaticCredential | None = None,
     workspace_name: str = WORKSPACE,
+    storage: BlobLocation | None = None,
 ) -> AmlCompute:
     """AmlCompute over the real MLClient that `make_ml_client` builds, aimed at the fake."""
     config = settings(workspace_name)
@@ -149,6 +151,7 @@ def make_compute(
         schedule=FAST,
         retry_attempts=1,
         log_drain_seconds=15,
+        storage=storage,
     )
 
 
@@ -217,7 +220,8 @@ def test_environment_is_put_with_its_build_context_uploaded(
     created = compute.prepare_environment(env_spec)
 
     assert not created.reused
-    path = f"{workspace.workspace_path}/environments/{env_spec.name}/versions/{env_spec.version}"
+    version = environment_version(env_spec)
+    path = f"{workspace.workspace_path}/environments/{env_spec.name}/versions/{version}"
     (body,) = workspace.bodies("PUT", f"^{path}$")
     build = body["properties"]["build"]
     assert build["dockerfilePath"] == "Dockerfile"
@@ -321,7 +325,7 @@ def test_a_restarted_flow_attaches_to_the_job(
 def test_failed_job_raises_with_the_error_from_the_run_history(
     server: FakeWorkspaceServer, workspace: FakeWorkspace, environment: EnvironmentRef
 ) -> None:
-    workspace.schedule = (("Running", 0.5), ("Failed", 0.0))
+    workspace.schedule = FAILED_SCHEDULE
     workspace.failure = {"code": "UserError", "message": "column 'species' not found"}
     spec = data_prep_step("train-2026-11-26-http0003", SAMPLE_PATH, "uri_file", "species")
     try:
@@ -350,3 +354,162 @@ def test_polling_keeps_its_back_off_when_the_log_stream_fails(
     polls = [r for r in workspace.requests if r.method == "GET" and r.path.endswith(spec.job_name)]
     # About 3 s of running at one read a second, plus the reads around submission.
     assert len(polls) <= 8, f"{len(polls)} status reads in about 3 s"
+
+
+def test_the_job_names_the_default_artifact_output_and_logs_come_from_storage(
+    server: FakeWorkspaceServer, workspace: FakeWorkspace, environment: EnvironmentRef
+) -> None:
+    spec = data_prep_step("train-2026-11-26-http0005", SAMPLE_PATH, "uri_file", "species")
+    make_compute(server).run_step(spec, environment)
+    ws = workspace.workspace_path
+    # As a real command job: the SDK lists its logs in workspaceartifactstore,
+    # with the account key listSecrets hands out, not from the run history.
+    assert workspace.bodies("GET", f"^{ws}/datastores/workspaceartifactstore$")
+    assert workspace.bodies("POST", "/datastores/workspaceartifactstore/listSecrets")
+    statuses = {
+        r.path: r
+        for r in workspace.requests
+        if r.method == "GET" and r.path == f"{ws}/jobs/{spec.job_name}"
+    }
+    assert statuses
+    assert workspace.unhandled == []
+
+
+def test_a_second_job_with_the_same_code_reuses_the_uploaded_snapshot(
+    server: FakeWorkspaceServer, workspace: FakeWorkspace, environment: EnvironmentRef
+) -> None:
+    first = data_prep_step("train-2026-11-26-http0006", SAMPLE_PATH, "uri_file", "species")
+    second = data_prep_step("train-2026-11-26-http0007", SAMPLE_PATH, "uri_file", "species")
+    make_compute(server).run_step(first, environment)
+    workspace.requests.clear()
+    make_compute(server).run_step(second, environment)
+    # Found by its content hash: no upload, no new code version.
+    assert workspace.bodies("POST", "startPendingUpload") == []
+    assert workspace.bodies("PUT", "/codes/") == []
+    (job,) = workspace.bodies("PUT", f"/jobs/{second.job_name}$")
+    assert "/codes/" in job["properties"]["codeId"]
+
+
+def test_a_racing_submission_gets_the_services_400_and_attaches(
+    server: FakeWorkspaceServer, workspace: FakeWorkspace, environment: EnvironmentRef
+) -> None:
+    spec = data_prep_step("train-2026-11-26-http0008", SAMPLE_PATH, "uri_file", "species")
+    winner = make_compute(server)
+    winner.run_step(spec, environment)
+    loser = make_compute(server)
+    real_find = loser._find_job
+    calls = 0
+
+    def not_yet_submitted(name: str) -> object:
+        # The other flow's PUT lands between this flow's check and its own PUT.
+        nonlocal calls
+        calls += 1
+        return None if calls == 1 else real_find(name)
+
+    loser._find_job = not_yet_submitted  # type: ignore[method-assign]
+    workspace.requests.clear()
+    result = loser.run_step(spec, environment)
+    assert result.reused
+    assert result.status == "Completed"
+    assert len(workspace.bodies("PUT", f"/jobs/{spec.job_name}$")) == 1
+
+
+def test_cancelling_follows_the_services_async_operation(
+    server: FakeWorkspaceServer, workspace: FakeWorkspace, environment: EnvironmentRef
+) -> None:
+    workspace.schedule = (("Starting", 0.2), ("Queued", 60.0), ("Completed", 0.0))
+    spec = data_prep_step("train-2026-11-26-http0009", SAMPLE_PATH, "uri_file", "species")
+    compute = make_compute(server)
+    compute.queue_timeout_seconds = 1
+    try:
+        with pytest.raises(StepFailedError, match="SOMEMODEL_AML_QUEUE_TIMEOUT_SECONDS"):
+            compute.run_step(spec, environment)
+    finally:
+        workspace.schedule = DEFAULT_SCHEDULE
+    assert workspace.jobs[spec.job_name].status(time.monotonic()) == "Canceled"
+    assert workspace.bodies("POST", f"/jobs/{spec.job_name}/cancel$") == [None]
+    # The SDK's poller follows the Location of the 202 (in its own thread).
+    deadline = time.monotonic() + 10
+    while not workspace.bodies("GET", "/mfeOperationResults/") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert workspace.bodies("GET", "/mfeOperationResults/")
+    assert workspace.unhandled == []
+
+
+def test_a_failed_job_keeps_its_error_when_its_logs_cannot_be_listed(
+    server: FakeWorkspaceServer,
+    workspace: FakeWorkspace,
+    environment: EnvironmentRef,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    # An identity-based artifact store: the SDK lists the logs with the caller's
+    # token, which storage refuses (no data-plane role here).
+    workspace.artifact_store_identity_only = True
+    workspace.schedule = FAILED_SCHEDULE
+    workspace.failure = {"code": "UserError", "message": "column 'species' not found"}
+    spec = data_prep_step("train-2026-11-26-http0010", SAMPLE_PATH, "uri_file", "species")
+    try:
+        with pytest.raises(StepFailedError) as raised:
+            make_compute(server).run_step(spec, environment)
+    finally:
+        workspace.schedule, workspace.failure = DEFAULT_SCHEDULE, None
+        workspace.artifact_store_identity_only = False
+    assert "ended Failed: UserError: column 'species' not found" in str(raised.value)
+    # The storage path is the one that failed, and the wait went on by polling.
+    assert f"Cannot stream the logs of Azure ML job {spec.job_name}" in caplog.text
+
+
+def test_model_versions_are_numbered_by_the_service_and_found_by_tag(
+    server: FakeWorkspaceServer, workspace: FakeWorkspace
+) -> None:
+    compute = make_compute(server)
+    model = ModelToRegister(
+        "train-2026-11-26-http0011", "trained_models/train-2026-11-26-http0011", "ab" * 32
+    )
+    first = compute.register_model(model)
+    again = make_compute(server).register_model(model)
+    assert first.model_id == again.model_id == "azureml:somemodel:1"
+    ws = workspace.workspace_path
+    (put,) = workspace.bodies("PUT", f"^{ws}/models/somemodel/versions/")
+    assert put["properties"]["tags"]["run_id"] == "train-2026-11-26-http0011"
+    assert put["properties"]["modelUri"].endswith(
+        "/paths/trained_models/train-2026-11-26-http0011/"
+    )
+    assert workspace.unhandled == []
+
+
+def test_the_fake_refuses_a_model_version_that_is_not_a_positive_integer(
+    server: FakeWorkspaceServer, workspace: FakeWorkspace
+) -> None:
+    from azure.ai.ml.entities import Model
+    from azure.core.exceptions import HttpResponseError
+
+    client = make_compute(server).client
+    with pytest.raises(HttpResponseError, match="positive integer") as raised:
+        client.models.create_or_update(
+            Model(
+                name="somemodel-x",
+                version="train-2026-11-26",
+                path="azureml://datastores/workspaceblobstore/paths/trained_models/x/",
+                type="custom_model",
+            )
+        )
+    assert raised.value.status_code == 400
+
+
+def test_preflight_stops_when_the_datastore_points_at_another_container(
+    server: FakeWorkspaceServer, workspace: FakeWorkspace
+) -> None:
+    workspace.datastore_container = "azureml-blobstore-0000"
+    try:
+        with pytest.raises(AmlPreflightError) as raised:
+            make_compute(
+                server, storage=BlobLocation(workspace.account_name, workspace.container)
+            ).preflight()
+    finally:
+        workspace.datastore_container = None
+    message = str(raised.value)
+    assert "'azureml-blobstore-0000'" in message
+    assert repr(workspace.container) in message
+    assert {r.method for r in workspace.requests} == {"GET"}

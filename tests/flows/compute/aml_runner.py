@@ -28,7 +28,7 @@ from flows.datastore.transfer import download, upload_folder
 from flows.settings import Settings
 from tests.conftest import TEST_CACHE_DIR
 from tests.flows.compute.fake_aml import WORKSPACE, FakeMLClient, Outcome, Script
-from tests.services import Azurite
+from tests.services import ACCOUNT_NAME, Azurite
 
 DATASTORE_URI = "azureml://datastores/workspaceblobstore/paths/"
 
@@ -45,7 +45,12 @@ def fake_aml_workspace(
     """
     name = azurite.new_container_name(container_prefix)
     ContainerClient.from_connection_string(azurite.connection_string, name).create_container()
-    fake = FakeMLClient(uploads, clock=Clock())  # type: ignore[arg-type]
+    fake = FakeMLClient(
+        uploads,
+        clock=Clock(),  # type: ignore[arg-type]
+        datastore_account=ACCOUNT_NAME,
+        datastore_container=name,
+    )
     with pytest.MonkeyPatch.context() as patch:
         for key, value in {
             "COMPUTE": "aml",

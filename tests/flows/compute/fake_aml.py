@@ -12,6 +12,7 @@ Faults (429, 503, 400, 403...) are injected per operation.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sys
@@ -21,10 +22,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from azure.ai.ml._restclient.arm_ml_service.models import JobService as RestJobService
-from azure.ai.ml.entities import Environment, Job, Model
+from azure.ai.ml._restclient.runhistory.models import RunDetails
+from azure.ai.ml.entities import AzureBlobDatastore, Environment, Job, Model, PipelineJob
 from azure.ai.ml.exceptions import ErrorCategory, ErrorTarget, JobException
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -75,6 +78,12 @@ class Script:
     running_seconds: float = 120.0
     outcome: Outcome | Callable[[Job], Outcome] = field(default_factory=Outcome)
     cancel_seconds: float = 20.0
+    # A pipeline job is Running once scheduled; its child job then waits this
+    # long for a node before it runs (for `running_seconds`).
+    child_queued_seconds: float = 0.0
+    # `jobs.stream` raises this at once, as it does when the job's logs cannot
+    # be listed from storage (an identity without a storage data-plane role).
+    stream_error: BaseException | None = None
 
 
 @dataclass
@@ -135,7 +144,8 @@ class FakeJobs:
             elapsed = now - record.created_at
             if elapsed < record.script.queued_seconds:
                 return "Queued"
-            if elapsed < record.script.queued_seconds + record.script.running_seconds:
+            running = record.script.running_seconds + record.script.child_queued_seconds
+            if elapsed < record.script.queued_seconds + running:
                 return "Running"
             outcome = record.script.outcome
             to_job = getattr(record.job, "_to_job", None)
@@ -169,11 +179,32 @@ class FakeJobs:
         self.service.enter("jobs.get")
         return self._entity(self._record(name))
 
+    def list(self, parent_job_name: str | None = None, **kwargs: Any) -> list[Any]:
+        """The child jobs of a pipeline job: one, waiting `child_queued_seconds` for a node."""
+        self.service.enter("jobs.list")
+        record = self._record(parent_job_name or "")
+        parent = self._status(record)
+        if not isinstance(record.job, PipelineJob) or parent in ("Queued", "NotStarted"):
+            return []
+        elapsed = self.service.clock.now() - record.created_at - record.script.queued_seconds
+        if parent != "Running":
+            status = parent
+        elif elapsed < record.script.child_queued_seconds:
+            status = "Queued"
+        else:
+            status = "Running"
+        return [SimpleNamespace(name=f"{parent_job_name}-child", status=status)]
+
+    @property
+    def _runs_operations(self) -> FakeRuns:
+        return FakeRuns(self)
+
     def create_or_update(self, job: Job, **kwargs: Any) -> Job:
         self.service.enter("jobs.create_or_update")
         name = job.name or ""
         if name in self.records:
-            raise http_error(400, f"UserError: job {name} already exists and cannot be updated")
+            # What the service answers (400 UserError, not 409 Conflict).
+            raise http_error(400, f"(UserError) A job with this name already exists: {name}")
         script = self.scripts.get(name, self.default_script)
         self.records[name] = _Record(job, script, created_at=self.service.clock.now())
         return self._entity(self.records[name])
@@ -188,6 +219,8 @@ class FakeJobs:
     def stream(self, name: str) -> None:
         self.service.enter("jobs.stream")
         record = self._record(name)
+        if record.script.stream_error is not None:
+            raise record.script.stream_error
         # Like the SDK, it watches the job until it ends (in real seconds; on a
         # FakeClock only the poller moves time on).
         deadline = time.monotonic() + 60
@@ -211,6 +244,23 @@ class FakeJobs:
     def release(self) -> None:
         for record in self.records.values():
             record.ended.set()
+
+
+class FakeRuns:
+    """The run history the SDK's `jobs._runs_operations` reads: a job's status and error."""
+
+    def __init__(self, jobs: FakeJobs) -> None:
+        self.jobs = jobs
+
+    def get_run_details(self, name: str) -> RunDetails:
+        self.jobs.service.enter("runs.get_run_details")
+        record = self.jobs._record(name)
+        status = self.jobs._status(record)
+        body: dict[str, Any] = {"runId": name, "status": status}
+        result = record.result
+        if result is not None and result.status == "Failed":
+            body["error"] = {"error": {"code": "UserError", "message": result.error or "failed"}}
+        return RunDetails(body)
 
 
 class FakeEnvironments:
@@ -242,6 +292,8 @@ class FakeEnvironments:
 
 
 class FakeModels:
+    """Model versions by the service's rules: positive integers, assigned when not given."""
+
     def __init__(self, service: FakeService) -> None:
         self.service = service
         self.versions: dict[tuple[str, str], Model] = {}
@@ -253,10 +305,28 @@ class FakeModels:
             raise ResourceNotFoundError(f"Model {name}:{version} not found")
         return self.versions[key]
 
+    def list(self, name: str | None = None, **kwargs: Any) -> list[Model]:
+        self.service.enter("models.list")
+        return [m for (n, _), m in sorted(self.versions.items()) if name in (None, n)]
+
     def create_or_update(self, model: Model) -> Model:
         self.service.enter("models.create_or_update")
-        self.versions[(model.name or "", model.version or "")] = model
-        return model
+        name = model.name or ""
+        version = model.version
+        if version is None:
+            # The SDK reads the model container's nextVersion ("1" when there is none).
+            taken = [int(v) for (n, v) in self.versions if n == name]
+            version = str(max(taken, default=0) + 1)
+        elif not (version.isdigit() and int(version) > 0):
+            raise http_error(
+                400,
+                "(UserError) Model version must be a positive integer.\n"
+                "Code: ModelVersionOutOfRange",
+            )
+        stored = copy.copy(model)
+        stored.version = version
+        self.versions[(name, version)] = stored
+        return stored
 
 
 class _Named:
@@ -277,6 +347,21 @@ class _Named:
         return {"name": name}
 
 
+class FakeDatastores(_Named):
+    """Datastores as the SDK returns them: blob datastores naming their account and container."""
+
+    def __init__(self, service: FakeService, name: str, account: str, container: str) -> None:
+        super().__init__(service, "datastores", {name})
+        self.account = account
+        self.container = container
+
+    def get(self, name: str, **kwargs: Any) -> Any:
+        super().get(name)
+        return AzureBlobDatastore(
+            name=name, account_name=self.account, container_name=self.container
+        )
+
+
 class FakeMLClient:
     def __init__(
         self,
@@ -285,6 +370,8 @@ class FakeMLClient:
         workspace: str = WORKSPACE,
         compute: str = "cpu-cluster",
         datastore: str = "workspaceblobstore",
+        datastore_account: str = "devstoreaccount1",
+        datastore_container: str = "somemodel",
     ) -> None:
         self.clock = clock or FakeClock()
         self.service = FakeService(self.clock)
@@ -293,7 +380,9 @@ class FakeMLClient:
         self.models = FakeModels(self.service)
         self.workspaces = _Named(self.service, "workspaces", {workspace})
         self.compute = _Named(self.service, "compute", {compute})
-        self.datastores = _Named(self.service, "datastores", {datastore})
+        self.datastores = FakeDatastores(
+            self.service, datastore, datastore_account, datastore_container
+        )
 
     @property
     def calls(self) -> Counter[str]:

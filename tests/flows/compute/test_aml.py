@@ -9,11 +9,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from azure.ai.ml.entities import PipelineJob
 from azure.core.exceptions import HttpResponseError
 
 from flows.compute.aml import AmlCompute, PollSchedule
-from flows.compute.aml_client import AmlPreflightError
-from flows.compute.aml_specs import AmlTarget, build_command_job, environment_id
+from flows.compute.aml_client import AmlPreflightError, BlobLocation
+from flows.compute.aml_specs import (
+    AmlTarget,
+    build_command_job,
+    environment_id,
+    environment_version,
+)
 from flows.compute.base import (
     EnvironmentRef,
     EnvironmentSpec,
@@ -262,9 +268,10 @@ def test_environment_is_created_once_then_reused(
     second = make_compute(fake).prepare_environment(env_spec)
     assert not first.reused
     assert second.reused
-    assert first.id == second.id == f"somemodel-env@{env_spec.version}"
+    version = environment_version(env_spec)
+    assert first.id == second.id == f"somemodel-env@{version}"
     assert fake.calls["environments.create_or_update"] == 1
-    uploaded = fake.environments.uploaded[("somemodel-env", env_spec.version)]
+    uploaded = fake.environments.uploaded[("somemodel-env", version)]
     assert set(uploaded) == {"Dockerfile", "somemodel-0.1.0-py3-none-any.whl"}
     assert uploaded["somemodel-0.1.0-py3-none-any.whl"] == b"PK fake wheel"
     assert b"FROM mcr.microsoft.com/img:1" in uploaded["Dockerfile"]
@@ -324,6 +331,7 @@ def test_from_settings_runs_preflight_and_tags_nothing_outside_prefect(
         return fake
 
     monkeypatch.setattr(aml, "make_ml_client", make_client)
+    fake.datastores.account = "acct"
     settings = Settings(
         compute="aml",
         datastore="blob",
@@ -339,23 +347,218 @@ def test_from_settings_runs_preflight_and_tags_nothing_outside_prefect(
     assert compute.tags == {}
 
 
+@pytest.mark.parametrize(
+    ("account", "container"),
+    [("devstoreaccount1", "azureml-blobstore-5f0e"), ("otheraccount", "somemodel")],
+    ids=["other-container", "other-account"],
+)
+def test_preflight_stops_when_the_datastore_is_not_the_blob_container(
+    fake: FakeMLClient, account: str, container: str
+) -> None:
+    fake.datastores.account, fake.datastores.container = account, container
+    compute = make_compute(fake, storage=BlobLocation("devstoreaccount1", "somemodel"))
+    with pytest.raises(AmlPreflightError) as info:
+        compute.preflight()
+    message = str(info.value)
+    # Both sides named, and what to change.
+    assert f"container {container!r} in storage account {account!r}" in message
+    assert "container 'somemodel' in account 'devstoreaccount1'" in message
+    assert "SOMEMODEL_BLOB_CONTAINER" in message
+    assert "SOMEMODEL_AML_DATASTORE" in message
+    # Nothing was created or uploaded.
+    assert fake.calls["environments.create_or_update"] == 0
+    assert fake.calls["jobs.create_or_update"] == 0
+
+
+def test_preflight_accepts_the_datastore_of_the_blob_container(fake: FakeMLClient) -> None:
+    # Account names are case-insensitive in Azure.
+    make_compute(fake, storage=BlobLocation("DevStoreAccount1", "somemodel")).preflight()
+
+
+def test_from_settings_compares_the_datastore_with_the_blob_settings(
+    fake: FakeMLClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.compute.aml as aml
+
+    monkeypatch.setattr(aml, "make_ml_client", lambda settings: fake)
+    settings = Settings(
+        compute="aml",
+        datastore="blob",
+        blob_account_url="https://acct.blob.core.windows.net",
+        blob_container="my-container",
+        aml_subscription_id="sub",
+        aml_resource_group="rg",
+        aml_workspace=WORKSPACE,
+    )
+    with pytest.raises(AmlPreflightError, match="container 'my-container' in account 'acct'"):
+        AmlCompute.from_settings(settings)
+
+
 # --- model registry ----------------------------------------------------------------------
 
 
-def test_register_model_is_idempotent_and_tagged(fake: FakeMLClient) -> None:
+def _to_register(run_id: str, sha: str = "ab" * 32) -> ModelToRegister:
+    metrics = {"accuracy": 0.9666666, "per_class": {"setosa": {"f1": 1.0}}}
+    return ModelToRegister(run_id, f"trained_models/{run_id}", sha, metrics)
+
+
+def test_register_model_lets_the_service_number_versions_and_tags_the_run(
+    fake: FakeMLClient,
+) -> None:
     compute = make_compute(fake)
     run_id = "train-2026-11-23-1a2b3c4d"
-    metrics = {"accuracy": 0.9666666, "per_class": {"setosa": {"f1": 1.0}}}
-    model = ModelToRegister(run_id, f"trained_models/{run_id}", "ab" * 32, metrics)
-    model_id = compute.register_model(model).model_id
-    assert model_id == f"azureml:somemodel:{run_id}"
-    assert compute.register_model(model).model_id == model_id
-    assert fake.calls["models.create_or_update"] == 1
-    model = fake.models.versions[("somemodel", run_id)]
+    registration = compute.register_model(_to_register(run_id))
+    # The run id is no model version: the service takes only positive integers.
+    assert registration.model_id == "azureml:somemodel:1"
+    model = fake.models.versions[("somemodel", "1")]
     assert model.path == f"azureml://datastores/workspaceblobstore/paths/trained_models/{run_id}/"
     assert model.tags["run_id"] == run_id
+    assert model.tags["model_sha256"] == "ab" * 32
     assert model.tags["accuracy"] == "0.966667"
     assert model.tags["per_class.setosa.f1"] == "1"
+    later = compute.register_model(_to_register("train-2026-11-30-5e6f7a8b", "cd" * 32))
+    assert later.model_id == "azureml:somemodel:2"
+
+
+def test_register_model_is_idempotent_per_run(fake: FakeMLClient) -> None:
+    compute = make_compute(fake)
+    first = compute.register_model(_to_register("train-2026-11-23-1a2b3c4d"))
+    again = make_compute(fake).register_model(_to_register("train-2026-11-23-1a2b3c4d"))
+    assert again.model_id == first.model_id
+    assert "already registered" in again.message
+    assert fake.calls["models.create_or_update"] == 1
+
+
+def test_register_model_retry_after_a_lost_answer_adds_no_version(fake: FakeMLClient) -> None:
+    original = fake.models.create_or_update
+
+    def create_then_lose_the_answer(model: object) -> object:
+        original(model)  # type: ignore[arg-type]
+        fake.models.create_or_update = original  # type: ignore[method-assign]
+        raise http_error(503, "gateway timeout after the write")
+
+    fake.models.create_or_update = create_then_lose_the_answer  # type: ignore[method-assign]
+    registration = make_compute(fake).register_model(_to_register("train-2026-11-23-1a2b3c4d"))
+    assert registration.model_id == "azureml:somemodel:1"
+    assert list(fake.models.versions) == [("somemodel", "1")]
+
+
+def test_fake_workspace_rejects_a_model_version_that_is_not_a_positive_integer(
+    fake: FakeMLClient,
+) -> None:
+    from azure.ai.ml.entities import Model
+
+    with pytest.raises(HttpResponseError, match="ModelVersionOutOfRange"):
+        fake.models.create_or_update(Model(name="somemodel", version="train-2026-11-23"))
+
+
+# --- racing submissions ---------------------------------------------------------------------
+
+
+def test_a_racing_submission_with_the_same_run_id_attaches_to_the_winner(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    # Both flows saw no job under the name; the other one's PUT landed first, so
+    # ours gets the service's 400 "A job with this name already exists".
+    winner = build_command_job(spec, environment_id(ENV.name, ENV.version), TARGET, {})
+    original = fake.jobs.create_or_update
+
+    def lose_the_race(job: object, **kwargs: object) -> object:
+        fake.jobs.create_or_update = original  # type: ignore[method-assign]
+        original(winner)
+        return original(job)  # type: ignore[arg-type]
+
+    fake.jobs.create_or_update = lose_the_race  # type: ignore[method-assign]
+    result = make_compute(fake).run_step(spec, ENV)
+    assert result.status == "Completed"
+    assert result.reused
+    assert list(fake.jobs.records) == [spec.job_name]
+    assert fake.jobs.records[spec.job_name].job is winner
+
+
+def test_a_duplicate_name_400_without_a_job_is_a_user_error(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    fake.service.fail("jobs.create_or_update", http_error(400, "invalid command"))
+    with pytest.raises(HttpResponseError, match="invalid command"):
+        make_compute(fake).run_step(spec, ENV)
+
+
+# --- log stream failures --------------------------------------------------------------------
+
+
+def test_a_failed_log_stream_leaves_the_job_its_own_error(
+    fake: FakeMLClient, spec: StepSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Real command jobs list their logs from workspaceartifactstore; an identity
+    # without a data-plane role there gets a 403 from storage, not the job's error.
+    storage = http_error(403, "AuthorizationPermissionMismatch: This request is not authorized")
+    outcome = Outcome("Failed", error="KeyError: 'species'", logs=())
+    fake.jobs.script(
+        spec.job_name,
+        Script(queued_seconds=60, running_seconds=600, outcome=outcome, stream_error=storage),
+    )
+    caplog.set_level(logging.WARNING, logger="test.aml")
+    with pytest.raises(StepFailedError) as info:
+        make_compute(fake).run_step(spec, ENV)
+    message = str(info.value)
+    assert "ended Failed: UserError: KeyError: 'species'" in message
+    assert "AuthorizationPermissionMismatch" not in message
+    assert "waiting by polling its status" in caplog.text
+    # Polling went on with its back-off: no busy loop after the stream ended.
+    assert fake.calls["jobs.get"] < 20
+
+
+def test_a_failed_log_stream_does_not_fail_a_job_that_completes(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    fake.jobs.script(spec.job_name, Script(stream_error=http_error(403, "no storage role")))
+    assert make_compute(fake).run_step(spec, ENV).status == "Completed"
+
+
+# --- pipeline jobs: queue and run timeouts follow the child job ------------------------------
+
+
+def _pipeline(spec: StepSpec) -> PipelineJob:
+    node = build_command_job(spec, environment_id(ENV.name, ENV.version), TARGET, {})
+    return PipelineJob(name=spec.job_name, jobs={spec.step: node}, compute=TARGET.compute)
+
+
+def test_queue_timeout_fires_while_a_pipeline_child_waits_for_a_node(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    # The parent is Running within seconds; its child never gets a node.
+    fake.jobs.script(spec.job_name, Script(queued_seconds=5, child_queued_seconds=100_000))
+    with pytest.raises(StepFailedError, match="SOMEMODEL_AML_QUEUE_TIMEOUT_SECONDS"):
+        make_compute(fake, queue_timeout_seconds=600).submit_job(
+            _pipeline(spec), step=spec.step, outputs={}
+        )
+    assert fake.jobs.cancelled == [spec.job_name]
+    assert fake.clock.t < 1200
+
+
+def test_run_timeout_of_a_pipeline_starts_when_its_child_runs(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    fake.jobs.script(
+        spec.job_name,
+        Script(queued_seconds=5, child_queued_seconds=3000, running_seconds=100_000),
+    )
+    compute = make_compute(fake, queue_timeout_seconds=3600, run_timeout_seconds=1800)
+    with pytest.raises(StepFailedError, match="SOMEMODEL_AML_RUN_TIMEOUT_SECONDS"):
+        compute.submit_job(_pipeline(spec), step=spec.step, outputs={})
+    # Not 1800 s after the parent started: 1800 s after the child did.
+    assert fake.clock.t > 3000 + 1800
+
+
+def test_a_pipeline_whose_children_cannot_be_listed_runs_on(
+    fake: FakeMLClient, spec: StepSpec
+) -> None:
+    fake.jobs.script(spec.job_name, Script(queued_seconds=5, running_seconds=600))
+    fake.service.fail("jobs.list", *[http_error(403, "no run history access")] * 50)
+    result = make_compute(fake).submit_job(_pipeline(spec), step=spec.step, outputs={})
+    assert result.status == "Completed"
+    assert fake.jobs.cancelled == []
 
 
 def _shards(spec: StepSpec, count: int) -> list[StepSpec]:

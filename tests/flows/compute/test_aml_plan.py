@@ -10,7 +10,7 @@ import pytest
 from azure.ai.ml import load_environment, load_job
 
 from flows.compute.aml_plan import AmlPlanCompute
-from flows.compute.aml_specs import AmlTarget
+from flows.compute.aml_specs import AmlTarget, environment_version
 from flows.compute.base import EnvironmentSpec, ModelToRegister, WheelRef
 from flows.plan import data_prep_step, train_step
 
@@ -81,5 +81,5 @@ def test_pipeline_yaml_chains_train_to_data_prep_and_loads_from_elsewhere(
     )
     assert rest["settings"]["continue_on_step_failure"] is False
     named = load_environment(Path(moved) / "environment.yaml")
-    assert (named.name, named.version) == ("somemodel-env", env_spec.version)
+    assert (named.name, named.version) == ("somemodel-env", environment_version(env_spec))
     assert os.getcwd() == str(elsewhere)

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from azure.ai.ml import load_environment, load_job
 
+from flows.compute import aml_specs
 from flows.compute.aml_specs import (
     AmlTarget,
     build_command_job,
     build_environment,
+    dockerfile,
     environment_id,
+    environment_version,
     shell_join,
 )
 from flows.compute.base import EnvironmentSpec, StepSpec, WheelRef
 from flows.plan import STEPS_DIR, data_prep_step, merge_step, score_shard_steps, train_step
 from flows.settings import Settings
+from flows.step_lock import read_step_lock
 
 RUN_ID = "train-2026-11-23-1a2b3c4d"
 TARGET = AmlTarget("workspaceblobstore", "cpu-cluster", "somemodel", 21600)
@@ -130,7 +136,7 @@ def test_environment_is_a_build_context_with_the_wheel(
     env = build_environment(env_spec, context)
     body = env._to_rest_object().as_dict()
     assert env.name == "somemodel-env"
-    assert env.version == env_spec.version
+    assert env.version == environment_version(env_spec)
     assert body["properties"]["build"] == {
         "contextUri": str(context),
         "dockerfilePath": "Dockerfile",
@@ -144,13 +150,14 @@ def test_environment_is_a_build_context_with_the_wheel(
     dockerfile = (context / "Dockerfile").read_text()
     assert dockerfile.splitlines()[1] == "FROM mcr.microsoft.com/azureml/img:1"
     assert "COPY somemodel-0.1.0-py3-none-any.whl /tmp/wheels/" in dockerfile
-    assert "pandas==3.1.1 /tmp/wheels/somemodel-0.1.0-py3-none-any.whl" in dockerfile
+    assert "        pandas==3.1.1 \\\n" in dockerfile
+    assert "        /tmp/wheels/somemodel-0.1.0-py3-none-any.whl \\\n" in dockerfile
 
 
 def test_environment_yaml_round_trips(env_spec: EnvironmentSpec, tmp_path: Path) -> None:
     build_environment(env_spec, tmp_path / "context").dump(tmp_path / "env.yaml")
     loaded = load_environment(tmp_path / "env.yaml")
-    assert (loaded.name, loaded.version) == ("somemodel-env", env_spec.version)
+    assert (loaded.name, loaded.version) == ("somemodel-env", environment_version(env_spec))
     assert loaded.build.dockerfile_path == "Dockerfile"
 
 
@@ -204,3 +211,73 @@ def test_score_shards_are_command_jobs_over_the_same_folder() -> None:
     assert merge["properties"]["inputs"]["shard_2"]["uri"] == (
         f"{DS}/prediction_parts/{run_id}/shard-2/"
     )
+
+
+# --- a reproducible image -------------------------------------------------------------
+
+
+def test_the_image_installs_exactly_the_pinned_set(
+    env_spec: EnvironmentSpec, tmp_path: Path
+) -> None:
+    spec = replace(env_spec, pip_packages=Settings().pip_packages)
+    text = dockerfile(spec)
+    # Every package pinned, nothing resolved at build time, and the set checked.
+    assert "--no-deps" in text
+    assert "uv pip check" in text
+    for requirement in (*read_step_lock(), *read_step_lock(aml_specs.TRACKING_LOCK)):
+        assert f"        {requirement} \\\n" in text
+    for name in ("mlflow-skinny", "azureml-mlflow"):
+        assert f"        {name}==" in text
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["base_image", "python", "uv", "template", "package", "wheel"],
+)
+def test_the_environment_version_changes_with_anything_the_image_is_built_from(
+    env_spec: EnvironmentSpec, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    before = environment_version(env_spec)
+    spec = env_spec
+    if change == "base_image":
+        spec = replace(env_spec, base_image=env_spec.base_image + "-other")
+    elif change == "python":
+        monkeypatch.setattr(aml_specs, "PYTHON_VERSION", "3.12")
+    elif change == "uv":
+        monkeypatch.setattr(aml_specs, "UV_IMAGE", "ghcr.io/astral-sh/uv:0.14.0")
+    elif change == "template":
+        monkeypatch.setattr(aml_specs, "VENV", "/opt/other-env")
+    elif change == "package":
+        spec = replace(env_spec, pip_packages=("pandas==3.1.0",))
+    else:
+        spec = replace(env_spec, wheel=replace(env_spec.wheel, sha256="ef" * 32))
+    assert environment_version(spec) != before
+
+
+def test_the_default_base_image_is_pinned_by_digest() -> None:
+    assert "@sha256:" in Settings().base_image
+    with pytest.raises(ValueError, match="not pinned by digest"):
+        Settings(
+            compute="aml",
+            datastore="blob",
+            blob_account_url="https://acct.blob.core.windows.net",
+            aml_subscription_id="sub",
+            aml_resource_group="rg",
+            aml_workspace="ws",
+            base_image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest",
+        )
+
+
+@pytest.mark.parametrize("step", ["data_prep", "train", "score"])
+def test_caches_are_not_part_of_the_code_snapshot(step: str, tmp_path: Path) -> None:
+    from azure.ai.ml._utils._asset_utils import get_content_hash, get_ignore_file
+
+    code = tmp_path / step
+    shutil.copytree(STEPS_DIR / step, code, ignore=shutil.ignore_patterns("__pycache__"))
+    before = get_content_hash(str(code), get_ignore_file(str(code)))
+    (code / "__pycache__").mkdir()
+    (code / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"cache")
+    (code / ".pytest_cache").mkdir()
+    (code / ".pytest_cache" / "README.md").write_text("cache")
+    # Same hash: the SDK finds the uploaded snapshot and uploads nothing.
+    assert get_content_hash(str(code), get_ignore_file(str(code))) == before

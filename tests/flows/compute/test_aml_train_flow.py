@@ -73,7 +73,11 @@ def test_train_flow_runs_its_steps_as_aml_jobs(
     metadata = json.loads(store.read_versioned(f"trained_models/{run_id}/metadata.json").text)
     assert metadata["model_sha256"] == first_run.model.model_sha256
     assert first_run.promoted
-    assert ("somemodel", run_id) in workspace.models.versions
+    # The service numbered the version; the run is in its tags.
+    (registered,) = workspace.models.versions.values()
+    assert registered.version == "1"
+    assert registered.tags["run_id"] == run_id
+    assert registered.tags["model_sha256"] == first_run.model.model_sha256
     markdown = first_run.to_markdown()
     assert f"[open](https://ml.azure.com/runs/{run_id}-train" in markdown
 
