@@ -22,6 +22,13 @@ from flows.compute import make_compute
 from flows.compute.base import Compute, EnvironmentRef, StepInput, StepResult
 from flows.datastore import make_datastore
 from flows.datastore.base import Datastore
+from flows.new_files import (
+    NothingNew,
+    claim_new_files,
+    mark_files_scored,
+    report_nothing_new,
+    restrict_to_batch,
+)
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import (
     PREDICTIONS_ROOT,
@@ -129,8 +136,12 @@ def score(
     id_column: ColumnName = "id",
     run_id: RunId | None = None,
     force_rerun: bool = False,
-) -> ScoreSummary:
-    """Score the CSV file(s) at `input_path` with a verified model; move predictions/latest.json.
+) -> ScoreSummary | NothingNew:
+    """Score the new CSV file(s) at `input_path` with a verified model; move predictions/latest.
+
+    A folder's CSVs that an earlier run scored (same path, same content) are
+    skipped; with none new the run ends "nothing new" (flows/new_files.py). A
+    single file, or `force_rerun`, is scored on purpose.
 
     `model` is `latest` (what trained_models/latest.json points at) or a training
     run id. `id_column` is copied to each prediction's `row_id` when the input
@@ -145,21 +156,26 @@ def score(
     compute = make_compute(settings, datastore, logger=get_run_logger())
 
     source, csv_files = check_csv_input(datastore, input_path)
+    batch = claim_new_files(datastore, settings, run_id, source, force_rerun)
+    if batch.nothing_new:
+        return report_nothing_new(batch)
     model_run_id = resolve_model(datastore, model)
     verified = verify_model_blob(datastore, model_run_id)
     wheel = upload_wheel(datastore, settings)
     environment = build_environment(compute, settings, wheel)
     parallel = None
     mode = scoring_mode(compute.kind, source.kind, csv_files, settings.aml_parallel_min_files)
-    if mode == "parallel":
+    if mode == "parallel" and batch.file_list is None:
         # One part per CSV on many nodes, then a small job appends them into predictions.csv.
         run = parallel_run(settings, run_id, verified.run_id, source, id_column)
         parallel = submit_parallel_step(compute, datastore, run, environment, force_rerun)
         spec = merge_step(run_id, parallel.outputs["parts"], csv_files)
     else:
         spec = score_step(run_id, verified.run_id, source.path, source.kind, id_column)
+        spec = restrict_to_batch(spec, batch)
     scored = submit_step(compute, datastore, spec, environment, force_rerun)
     predictions = verify_predictions_blob(datastore, scored.run_id, verified)
+    mark_files_scored(datastore, settings, batch, predictions.run_id)
     promoted = promote_predictions(datastore, predictions)
 
     summary = ScoreSummary(
@@ -208,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if isinstance(summary, NothingNew):
+        print(f"run id:      {summary.run_id}")
+        print(f"nothing new: all {summary.already_scored} CSV file(s) were scored before")
+        return 0
     predictions = summary.predictions
     print(f"run id:      {summary.run_id}")
     print(f"model:       {summary.model.run_id} (sha256 {summary.model.model_sha256[:12]}...)")

@@ -10,8 +10,8 @@ so two runs claiming at the same moment cannot both take a file: the loser
 re-reads and sees the winner's claims. A claim is the claiming run's until:
 
 - the same run id asks again (a retried or resumed run keeps its files);
-- the claiming run is no longer running (`is_running` says so: it failed,
-  crashed or was cancelled), or its claim is older than the lease.
+- the claiming run is no longer running (`is_running(flow_run_id)` says so:
+  it failed, crashed or was cancelled), or its claim is older than the lease.
 
 Nothing here imports Prefect: the flow passes `is_running` (a Prefect API
 look-up); the tests pass a function.
@@ -137,7 +137,7 @@ class ScoredFiles:
         claimed_at = datetime.fromisoformat(str(record.get("claimed_at")))
         if self.clock() - claimed_at > self.lease:
             return True
-        return not self.is_running(str(record.get("run_id")))
+        return not self.is_running(str(record.get("flow_run_id") or record.get("run_id")))
 
     # --- changing -----------------------------------------------------------------
 
@@ -195,18 +195,24 @@ class ScoredFiles:
         reraise=True,
     )
     def mark_scored(
-        self, run_id: str, scored: Iterable[InputFile], predictions_run_id: str = ""
+        self,
+        run_id: str,
+        scored: Iterable[InputFile],
+        predictions_run_id: str = "",
+        *,
+        overwrite: bool = False,
     ) -> None:
         """Record that `run_id` scored these files (after its predictions verified).
 
         Refuses a file another run scored or holds in the meantime (its claim was
-        taken over): this run's predictions of it must not count.
+        taken over): this run's predictions of it must not count. `overwrite`
+        (a file scored again on purpose) records this run's anyway.
         """
         files, etag = self._read()
         now = self.clock().isoformat()
         for item in scored:
             record = files.get(item.key)
-            if record is not None and record.get("run_id") != run_id:
+            if record is not None and record.get("run_id") != run_id and not overwrite:
                 raise ScoredFilesError(
                     f"{item.path} is now {record.get('state')} by run {record.get('run_id')!r}, "
                     f"not by {run_id!r}: this run lost its claim (it outlived the lease of "

@@ -12,6 +12,7 @@ from score import (
     ScoreError,
     build_manifest,
     load_trained_model,
+    read_file_list,
     score_files,
     use_system_allocator,
     write_manifest,
@@ -32,6 +33,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run-id", required=True, help="the scoring run id, recorded")
     parser.add_argument("--id-column", default="id", help="input column copied to row_id")
     parser.add_argument("--chunk-size", type=int, default=20_000, help="rows per chunk")
+    parser.add_argument(
+        "--files",
+        type=Path,
+        default=None,
+        help="a text file listing the CSVs of the --input-data folder to score (relative "
+        "paths, one per line); default: all of them",
+    )
     return parser.parse_args(argv)
 
 
@@ -52,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             args.predictions,
             id_column=args.id_column,
             chunk_size=args.chunk_size,
+            only=read_file_list(args.files) if args.files else None,
         )
     except ScoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -392,6 +392,24 @@ def list_csv_files(path: Path) -> list[Path]:
     return files
 
 
+def read_file_list(path: Path) -> list[str]:
+    """The relative paths in a file list (one per line; blank lines ignored)."""
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def select_files(files: list[Path], base: Path, only: list[str]) -> list[Path]:
+    """The ``files`` whose path relative to ``base`` is in ``only``, in ``files``' order."""
+    by_name = {path.relative_to(base).as_posix(): path for path in files}
+    missing = sorted(set(only) - set(by_name))
+    if missing:
+        raise ScoreError(
+            f"the file list names {missing[:_SHOWN_ROWS]} but the input folder has no such "
+            f"CSV files (it has {sorted(by_name)[:_SHOWN_ROWS]}...)"
+        )
+    wanted = set(only)
+    return [path for name, path in by_name.items() if name in wanted]
+
+
 def _columns(path: Path, feature_names: list[str], id_column: str, source: str) -> list[str] | None:
     """The columns to read (features, then the id column if present); None for an empty file."""
     try:
@@ -496,19 +514,23 @@ def score_files(
     id_column: str = "id",
     chunk_size: int = 20_000,
     base: Path | None = None,
+    only: list[str] | None = None,
 ) -> list[InputSummary]:
     """Score every CSV under ``input_path`` into ``out_dir/predictions.csv`` (atomically).
 
     Removes any old ``manifest.json`` first: the caller writes a new one last.
     File names (in row ids and summaries) are relative to ``base``, by default
     ``input_path`` (a folder) or its parent (a file); the parallel entry script
-    scores one file of a folder at a time and passes the folder.
+    scores one file of a folder at a time and passes the folder. ``only``
+    restricts a folder to these relative paths (the flow's new files).
     """
     if chunk_size < 1:
         raise ScoreError(f"chunk size must be at least 1, got {chunk_size}")
     files = list_csv_files(input_path)
     if base is None:
         base = input_path if input_path.is_dir() else input_path.parent
+    if only is not None:
+        files = select_files(files, base, only)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_FILENAME).unlink(missing_ok=True)
     target = out_dir / PREDICTIONS_FILENAME

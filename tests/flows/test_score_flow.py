@@ -12,6 +12,7 @@ import pytest
 
 from flows.compute.base import StepFailedError
 from flows.datastore import DatastoreNotFoundError, LocalDatastore
+from flows.new_files import NothingNew
 from flows.registry import ModelVerificationError, NoModelError
 from flows.score import SAMPLE_FILE, SAMPLE_PATH, main, score, seed_sample
 from flows.scoring import ScoreInputError, ScoreSummary
@@ -124,6 +125,34 @@ def test_explicit_model_run_id_and_folder_of_csvs(
     assert summary.model.run_id == trained.model.run_id
     assert summary.predictions.inputs == (("a.csv", 10), ("b/c.csv", len(lines) - 11))
     assert summary.predictions.rows == len(lines) - 1
+
+
+def test_a_folder_scores_only_its_new_files_once(
+    store: LocalDatastore, trained: TrainSummary, tmp_path: Path
+) -> None:
+    lines = SAMPLE_FILE.read_text().splitlines()
+    _upload(store, tmp_path, "incoming/w1.csv", "\n".join(lines[:6]) + "\n")
+    first = score(input_path="incoming")
+    assert isinstance(first, ScoreSummary)
+    assert first.predictions.inputs == (("w1.csv", 5),)
+    pointer = _pointer(store)
+
+    nothing = score(input_path="incoming")
+    assert isinstance(nothing, NothingNew)
+    assert nothing.already_scored == 1
+    assert _pointer(store) == pointer
+
+    _upload(store, tmp_path, "incoming/w2.csv", "\n".join([lines[0], *lines[6:9]]) + "\n")
+    # Replaced with new content: new again.
+    _upload(store, tmp_path, "incoming/w1.csv", "\n".join(lines[:3]) + "\n")
+    second = score(input_path="incoming")
+    assert isinstance(second, ScoreSummary)
+    assert second.predictions.inputs == (("w1.csv", 2), ("w2.csv", 3))
+    assert _pointer(store)["run_id"] == second.run_id  # type: ignore[index]
+
+    forced = score(input_path="incoming", force_rerun=True)
+    assert isinstance(forced, ScoreSummary)
+    assert forced.predictions.rows == 5
 
 
 def test_unknown_model_run_id(store: LocalDatastore, trained: TrainSummary) -> None:
