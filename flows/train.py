@@ -18,6 +18,7 @@ from flows.compute import make_compute
 from flows.datastore import Datastore, make_datastore
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
+from flows.promotion import check_promotion, final_state
 from flows.samples import SAMPLES_DIR, seed
 from flows.settings import Settings
 from flows.summary import TrainPlan, TrainSummary
@@ -48,6 +49,7 @@ def train(
     run_id: RunId | None = None,
     force_rerun: bool = False,
     dry_run: bool = False,
+    force_promote: bool = False,
 ) -> TrainSummary | TrainPlan:
     """Train somemodel on the CSV file(s) at `input_path` and promote the verified model.
 
@@ -56,7 +58,9 @@ def train(
     code, environment, parameters and input data are unchanged since an earlier
     run reuses that run's output unless `force_rerun` is set. `dry_run` writes
     the Azure ML environment and jobs as YAML under `plans/{run_id}/` and
-    submits nothing.
+    submits nothing. The verified model is promoted only when the promotion
+    gate passes (flows/gate.py), unless `force_promote` is set; otherwise the
+    run ends Completed, named `NotPromoted`, with the reason as its message.
     """
     settings = Settings()
     run_id = run_id or _run_name()
@@ -75,15 +79,18 @@ def train(
     )
     trained = submit_step(compute, datastore, train_spec, environment, force_rerun)
     model = verify_model_blob(datastore, trained.run_id)
-    promoted = promote_model(datastore, model)
+    gate = check_promotion(datastore, settings, model, target_col, force_promote)
+    promoted = promote_model(datastore, model) if gate.promote else False
     if settings.aml_register_model:
         register_model(compute, model)
 
     summary = TrainSummary(run_id, input_path, environment, (prepared, trained), model, promoted)
     create_markdown_artifact(
-        key="train-summary", markdown=summary.to_markdown(), description=f"Run {run_id}"
+        key="train-summary",
+        markdown=summary.to_markdown() + "\n" + gate.to_markdown(),
+        description=f"Run {run_id}",
     )
-    return summary
+    return final_state(summary, gate)
 
 
 def _plan(
@@ -121,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write the Azure ML environment and job definitions to plans/RUN_ID/; submit nothing",
     )
+    parser.add_argument(
+        "--force-promote",
+        action="store_true",
+        help="promote the verified model even if the promotion gate would keep the current one",
+    )
     args = parser.parse_args(argv)
     try:
         if args.input_path is None:
@@ -131,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             run_id=args.run_id,
             force_rerun=args.force_rerun,
             dry_run=args.dry_run,
+            force_promote=args.force_promote,
         )
     except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
         print(f"error: {exc}", file=sys.stderr)

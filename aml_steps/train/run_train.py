@@ -14,6 +14,7 @@ from train import (
     log_to_mlflow,
     read_prepared,
     train,
+    write_holdout,
     write_metadata,
     write_model,
 )
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sha256 = write_model(result.model, args.trained_model)
     logger.info("wrote model to %s (sha256 %s)", args.trained_model, sha256)
+    if result.holdout is not None:
+        write_holdout(result.holdout, args.trained_model)
     log_to_mlflow(
         result,
         {

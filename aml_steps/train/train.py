@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 PREPARED_FILENAME = "prepared.parquet"
 METADATA_FILENAME = "metadata.json"
+# The held-out rows (features + target): the flow scores the current model on
+# them too, so the promotion gate compares both models on the same rows.
+HOLDOUT_FILENAME = "holdout.parquet"
 _HASH_CHUNK = 1 << 20
 
 
@@ -41,6 +44,7 @@ class TrainResult:
     metrics: dict[str, Any]
     n_train: int
     n_test: int
+    holdout: pd.DataFrame | None = None
 
 
 def _json_value(value: Any) -> Any:
@@ -123,7 +127,10 @@ def train(
         metrics["accuracy"],
         len(x_test),
     )
-    return TrainResult(model=model, metrics=metrics, n_train=len(x_train), n_test=len(x_test))
+    holdout = x_test.assign(**{target_col: y_test})
+    return TrainResult(
+        model=model, metrics=metrics, n_train=len(x_train), n_test=len(x_test), holdout=holdout
+    )
 
 
 def build_metadata(
@@ -187,6 +194,13 @@ def write_model(model: SomeModel, out_dir: Path) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return sha256_file(target)
+
+
+def write_holdout(holdout: pd.DataFrame, out_dir: Path) -> Path:
+    """Write the held-out rows next to the model (before the metadata, which marks completion)."""
+    target = out_dir / HOLDOUT_FILENAME
+    holdout.reset_index(drop=True).to_parquet(target, engine="pyarrow", index=False)
+    return target
 
 
 def write_metadata(metadata: dict[str, Any], out_dir: Path) -> Path:
