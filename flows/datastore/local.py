@@ -74,6 +74,20 @@ class LocalDatastore:
             if sha256_of_file(tmp) != expected:
                 raise DatastoreError(f"upload of {path!r} was corrupted (sha256 mismatch)")
 
+    def delete_file(self, path: str) -> bool:
+        target = self._resolve(path)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        # Folders left holding nothing visible (lock files at most) would read as
+        # inputs that exist but hold nothing: remove them, up to the root.
+        for parent in target.parents:
+            if parent == self.root or any(not p.name.startswith(".") for p in parent.iterdir()):
+                break
+            shutil.rmtree(parent, ignore_errors=True)
+        return True
+
     def read_versioned(self, path: str) -> Versioned | None:
         target = self._resolve(path)
         try:
