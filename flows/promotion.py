@@ -67,7 +67,9 @@ def check_promotion(
 ) -> GateDecision:
     """Compare the new model with the current latest on the new held-out rows; decide."""
     current = latest_run_id(datastore)
-    current = None if current == model.run_id else current
+    if current == model.run_id:
+        # A reused or resumed run: its model is the current one already.
+        return GateDecision(True, "this model is the current one already", model.accuracy)
     current_accuracy = None
     if current is not None and not force_promote:
         holdout = read_holdout(datastore, model.run_id)

@@ -32,6 +32,7 @@ from flows.tasks import (
     verify_model_blob,
     write_plan,
 )
+from flows.training_files import record_training_files
 
 SAMPLE_FILE = SAMPLES_DIR / "iris.csv"
 SAMPLE_PATH = "samples/iris.csv"
@@ -79,6 +80,7 @@ def train(
     )
     trained = submit_step(compute, datastore, train_spec, environment, force_rerun)
     model = verify_model_blob(datastore, trained.run_id)
+    record_training_files(datastore, model.run_id, input_path)
     gate = check_promotion(datastore, settings, model, target_col, force_promote)
     promoted = promote_model(datastore, model) if gate.promote else False
     if settings.aml_register_model:
