@@ -34,10 +34,12 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.runtime import flow_run
 
 from flows.datastore import make_datastore
 from flows.datastore.base import Datastore
 from flows.new_files import SCORE_BATCHES_ROOT
+from flows.paths import make_run_id
 from flows.plan import PREDICTION_PARTS_ROOT, PREDICTIONS_ROOT, PREPARED_ROOT
 from flows.registry import latest_run_id
 from flows.settings import Settings
@@ -163,7 +165,11 @@ def delete_folders(datastore: Datastore, plan: CleanupPlan, dry_run: bool) -> No
         logger.info("Kept %s/: %s", path, why)
 
 
-@flow(name="cleanup-somemodel", log_prints=True)
+def _run_name() -> str:
+    return make_run_id("cleanup", str(flow_run.id), flow_run.scheduled_start_time)
+
+
+@flow(name="cleanup-somemodel", flow_run_name=_run_name, log_prints=True)
 def cleanup(
     older_than_days: float | None = None,
     dry_run: bool = False,

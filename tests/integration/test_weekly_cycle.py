@@ -261,20 +261,27 @@ def _put_csv(cycle: Cycle, tmp_path: Path, path: str, frame: pd.DataFrame) -> No
 
 
 def _worse_training_data() -> pd.DataFrame:
-    """Iris whose training rows have their labels rotated; the held-out rows are true.
+    """Iris whose training rows carry another class's features; the held-out rows are true.
 
     The train step splits with `train_test_split(test_size=0.2, random_state=42,
-    stratify=target)`; the same split here picks the rows it trains on. The new
-    model learns a wrong mapping, so it is far worse than the current model on
-    the same held-out rows.
+    stratify=target)`; the labels are unchanged here, so the same split picks
+    the rows it trains on. Those get the features of rows of the next class, so
+    the new model learns a wrong mapping and is far worse than the current
+    model on the same (true) held-out rows.
     """
     frame = pd.read_csv(SAMPLE_CSV)
-    rows = np.arange(len(frame))
-    train_rows, _ = train_test_split(rows, test_size=0.2, random_state=42, stratify=frame["target"])
+    train_rows, _ = train_test_split(
+        np.arange(len(frame)), test_size=0.2, random_state=42, stratify=frame["target"]
+    )
     classes = sorted(frame["target"].unique())
-    rotate = dict(zip(classes, classes[1:] + classes[:1], strict=True))
-    frame.loc[train_rows, "target"] = frame.loc[train_rows, "target"].map(rotate)
-    return frame
+    donors = {c: frame.index[frame["target"] == c].to_numpy() for c in classes}
+    worse = frame.copy()
+    for n, row in enumerate(sorted(train_rows)):
+        label = frame.at[row, "target"]
+        other = classes[(classes.index(label) + 1) % len(classes)]
+        donor = donors[other][n % len(donors[other])]
+        worse.loc[row, FEATURES] = frame.loc[donor, FEATURES].to_numpy()
+    return worse
 
 
 def test_three_week_cycle(cycle: Cycle, tmp_path: Path) -> None:
@@ -316,6 +323,7 @@ def test_three_week_cycle(cycle: Cycle, tmp_path: Path) -> None:
         "raw/score/week-2-b.csv": "scored",
     }
     pointer = _json(cycle, "predictions/latest.json")
+    assert pointer is not None
 
     # Week 3: nothing new; latest.json stays.
     quiet = _completed(cycle, _create_run(cycle, SCORE, WEEK_3))
@@ -345,16 +353,19 @@ def test_three_week_cycle(cycle: Cycle, tmp_path: Path) -> None:
     assert "input 'raw/missing.csv' does not exist" in notice["text"]
     assert str(failed.id) in notice["text"]
 
-    # Retention: week 2's file lists go; predictions and the current model's data stay.
-    week_2_batches = [f"score_batches/{run.name}" for run in runs]
-    assert any(cycle.store.list_files(path) for path in week_2_batches)
+    # Retention: a month-old run's leftovers go; what latest.json names stays.
+    month_old = (NOW - timedelta(days=30)).date().isoformat()
+    leftover = f"prepared_dataframes/train-{month_old}-0ld0ld00/prepared.parquet"
+    cycle.store.write_conditional(leftover, "old", etag=None)
+    latest_scoring = pointer["run_id"]
+    assert cycle.store.list_files(f"score_batches/{latest_scoring}")
     cleaned = _completed(
         cycle, _create_run(cycle, CLEANUP, WEEK_3, older_than_days=3, dry_run=False)
     )
-    assert not any(cycle.store.list_files(path) for path in week_2_batches)
-    assert all(_scored_inputs(cycle, run.name) is not None for run in runs)
-    assert cycle.store.list_files(f"predictions/{runs[0].name}") or cycle.store.list_files(
-        f"predictions/{runs[1].name}"
-    )
+    assert not cycle.store.exists(leftover)
+    assert cycle.store.list_files(f"score_batches/{latest_scoring}")
+    assert cycle.store.list_files(f"predictions/{latest_scoring}")
     assert cycle.store.list_files(f"prepared_dataframes/{trained.name}")
-    assert "deleted" in _summary(cycle, cleaned.id, "cleanup-summary")
+    summary = _summary(cycle, cleaned.id, "cleanup-summary")
+    assert f"deleted `prepared_dataframes/train-{month_old}-0ld0ld00/`" in summary
+    assert f"kept `score_batches/{latest_scoring}/`: in use" in summary
