@@ -27,7 +27,8 @@ class TrainSummary:
             + (" (reused)" if self.environment.reused else " (built)"),
             f"- model: `{self.model.model_path}` ({self.model.uri})",
             f"- model sha256: `{self.model.model_sha256}`",
-            f"- promoted to latest: {'yes' if self.promoted else 'no (a newer model is latest)'}",
+            "- promoted to latest: "
+            + ("yes" if self.promoted else "no (see the promotion gate, or a newer one is latest)"),
             "",
             "| step | job | status | reused | link |",
             "|---|---|---|---|---|",
