@@ -54,6 +54,16 @@ class ScoreBatch:
     def nothing_new(self) -> bool:
         return not self.files
 
+    @property
+    def whole_folder(self) -> bool:
+        """Every CSV of the input is in this batch (a first run, or on purpose).
+
+        Only then may an AML parallel job score the folder: it cannot take a
+        file list. A file arriving while such a job runs is scored by it but not
+        recorded, so the next run scores it again (twice, never not at all).
+        """
+        return self.on_purpose or not self.skipped
+
     def relative(self, item: InputFile) -> str:
         return item.path[len(self.input_path.rstrip("/")) + 1 :]
 

@@ -165,7 +165,7 @@ def score(
     environment = build_environment(compute, settings, wheel)
     parallel = None
     mode = scoring_mode(compute.kind, source.kind, csv_files, settings.aml_parallel_min_files)
-    if mode == "parallel" and batch.file_list is None:
+    if mode == "parallel" and batch.whole_folder:
         # One part per CSV on many nodes, then a small job appends them into predictions.csv.
         run = parallel_run(settings, run_id, verified.run_id, source, id_column)
         parallel = submit_parallel_step(compute, datastore, run, environment, force_rerun)
