@@ -41,6 +41,8 @@ class DeploymentSpec:
     work_pool: str
     work_queue: str | None
     job_env: Mapping[str, str] = field(default_factory=dict)
+    # Deployment triggers (Prefect automations that start this deployment), as written.
+    triggers: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def module(self) -> str:
@@ -88,6 +90,7 @@ def _deployment(raw: Mapping[str, Any], index: int) -> DeploymentSpec:
         work_pool=str(_require(pool, "name", f"{where} work_pool")),
         work_queue=pool.get("work_queue_name"),
         job_env={str(k): str(v) for k, v in (job_variables.get("env") or {}).items()},
+        triggers=tuple(dict(t) for t in raw.get("triggers") or ()),
     )
 
 

@@ -21,9 +21,13 @@ from typing import cast
 
 from prefect import Flow, serve
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentTriggerTypes
 from prefect.schedules import Cron
+from pydantic import TypeAdapter
 
 from deployments.declared import PREFECT_YAML, DeclarationError, DeploymentSpec, load_deployments
+
+_TRIGGER: TypeAdapter[DeploymentTriggerTypes] = TypeAdapter(DeploymentTriggerTypes)
 
 
 def load_flow(spec: DeploymentSpec) -> Flow[..., object]:
@@ -44,6 +48,7 @@ def to_runner_deployment(spec: DeploymentSpec) -> RunnerDeployment:
         parameters=dict(spec.parameters),
         tags=list(spec.tags),
         description=spec.description,
+        triggers=[_TRIGGER.validate_python(dict(t)) for t in spec.triggers],
     )
     # `to_deployment` returns a coroutine only when called from async code; this is sync.
     return cast(RunnerDeployment, deployment)

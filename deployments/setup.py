@@ -13,6 +13,12 @@ current settings.
   a connection string or account URL is set, an AzureBlobStorageCredentials
   block (named by SOMEMODEL_BLOB_CREDENTIALS_BLOCK, default `somemodel-blob`),
   so a worker needs only `SOMEMODEL_BLOB_CREDENTIALS_BLOCK=<name>`;
+- the deployments' default input folders (`raw/train`, `raw/score`), seeded
+  with the bundled sample when they hold no file (deployments/seed.py), so the
+  first scheduled runs succeed;
+- the notification block (a generic webhook, with
+  SOMEMODEL_NOTIFICATION_WEBHOOK_URL) and the automation that announces
+  failed, crashed and not-promoted runs through it (deployments/automations.py);
 - a Prefect variable `somemodel_settings`: the settings this was run with,
   secrets left out, so the UI (Variables) shows what the deployments were set
   up for. (Prefect 3 has no JSON block any more; a variable holds JSON.) The
@@ -35,8 +41,10 @@ from prefect.variables import Variable
 from prefect.workers.process import ProcessWorker
 from pydantic import SecretStr, ValidationError
 
+from deployments.automations import set_up_notifications
 from deployments.blob import BlobSetupError, create_container, save_block
 from deployments.declared import PREFECT_YAML, DeclarationError, load_deployments, work_pools
+from deployments.seed import seed_default_inputs
 from flows.datastore.base import DatastoreError
 from flows.settings import Settings, SettingsError
 
@@ -129,10 +137,13 @@ def set_up_blob(settings: Settings) -> list[str]:
 
 def set_up(settings: Settings, prefect_yaml: Path = PREFECT_YAML) -> SetupResult:
     require_api_url()
-    pools = work_pools(load_deployments(prefect_yaml))
+    specs = load_deployments(prefect_yaml)
+    pools = work_pools(specs)
     lines = [asyncio.run(ensure_work_pool(pool)) for pool in pools]
     if settings.datastore == "blob":
         lines += set_up_blob(settings)
+    lines += seed_default_inputs(settings, specs)
+    lines += set_up_notifications(settings)
     lines.append(save_settings_summary(settings))
     return SetupResult(tuple(lines), pools)
 

@@ -21,6 +21,14 @@ from pydantic import AfterValidator
 from flows.backends import Backends, open_backends
 from flows.compute.base import EnvironmentRef, StepInput, StepResult
 from flows.datastore.base import Datastore
+from flows.new_files import (
+    NothingNew,
+    ScoreBatch,
+    claim_new_files,
+    mark_files_scored,
+    report_nothing_new,
+    restrict_to_batch,
+)
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import (
     PREDICTIONS_ROOT,
@@ -66,28 +74,31 @@ def score_in_shards(
     backends: Backends,
     run_id: str,
     model: ModelRef,
+    batch: ScoreBatch,
     source: StepInput,
-    csv_files: int,
     id_column: str,
     environment: EnvironmentRef,
     force_rerun: bool,
 ) -> tuple[StepResult, tuple[StepResult, ...]]:
     """The score step, or shard steps and their merge; returns the step that wrote predictions/.
 
-    How many shards follows from the input and the settings alone, the same way
-    on every compute: a file or a small folder is one plain step.
+    Each step reads the batch's files of the input (its file list). How many
+    shards follows from the batch and the settings alone, the same way on
+    every compute: a file or a few files are one plain step.
     """
     settings = backends.settings
+    files = len(batch.files)
     shards = score_shard_count(
-        source.kind, csv_files, settings.score_shards, settings.score_min_files_per_shard
+        source.kind, files, settings.score_shards, settings.score_min_files_per_shard
     )
     if shards == 1:
         spec = score_step(run_id, model.run_id, source.path, source.kind, id_column)
-        return submit_step(backends, spec, environment, force_rerun), ()
-    get_run_logger().info("Scoring %d CSV files in %d shards", csv_files, shards)
+        return submit_step(backends, restrict_to_batch(spec, batch), environment, force_rerun), ()
+    get_run_logger().info("Scoring %d CSV files in %d shards", files, shards)
     specs = score_shard_steps(run_id, model.run_id, source.path, id_column, shards)
+    specs = [restrict_to_batch(spec, batch) for spec in specs]
     scored = submit_steps(backends, specs, environment, force_rerun)
-    merge = merge_step(run_id, [r.outputs["predictions"] for r in scored], csv_files)
+    merge = merge_step(run_id, [r.outputs["predictions"] for r in scored], files)
     return submit_step(backends, merge, environment, force_rerun), tuple(scored)
 
 
@@ -118,8 +129,12 @@ def score(
     id_column: ColumnName = "id",
     run_id: RunId | None = None,
     force_rerun: bool = False,
-) -> ScoreSummary:
-    """Score the CSV file(s) at `input_path` with a verified model; move predictions/latest.json.
+) -> ScoreSummary | NothingNew:
+    """Score the new CSV file(s) at `input_path` with a verified model; move predictions/latest.
+
+    A folder's CSVs that an earlier run scored (same path, same content) are
+    skipped; with none new the run ends "nothing new" (flows/new_files.py). A
+    single file, or `force_rerun`, is scored on purpose.
 
     `model` is `latest` (what trained_models/latest.json points at) or a training
     run id. `id_column` is copied to each prediction's `row_id` when the input
@@ -132,15 +147,19 @@ def score(
     backends = open_backends(Settings(), get_run_logger())
     datastore = backends.datastore
 
-    source, csv_files = check_csv_input(datastore, input_path)
+    source, _ = check_csv_input(datastore, input_path)
+    batch = claim_new_files(datastore, backends.settings, run_id, source, force_rerun)
+    if batch.nothing_new:
+        return report_nothing_new(batch)
     model_run_id = resolve_model(datastore, model)
     verified = verify_model_blob(datastore, model_run_id)
     wheel = upload_wheel(backends)
     environment = build_environment(backends, wheel)
     scored, shards = score_in_shards(
-        backends, run_id, verified, source, csv_files, id_column, environment, force_rerun
+        backends, run_id, verified, batch, source, id_column, environment, force_rerun
     )
     predictions = verify_predictions_blob(datastore, scored.run_id, verified)
+    mark_files_scored(datastore, backends.settings, batch, predictions.run_id)
     promoted = promote_predictions(datastore, predictions)
 
     summary = ScoreSummary(
@@ -189,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if isinstance(summary, NothingNew):
+        print(f"run id:      {summary.run_id}")
+        print(f"nothing new: all {summary.already_scored} CSV file(s) were scored before")
+        return 0
     predictions = summary.predictions
     print(f"run id:      {summary.run_id}")
     print(f"model:       {summary.model.run_id} (sha256 {summary.model.model_sha256[:12]}...)")

@@ -93,6 +93,21 @@ class Settings(BaseSettings):
     # How many steps of a fan-out the local compute runs at once (0: one per CPU).
     local_max_parallel: int = Field(default=0, ge=0)
 
+    # --- the weekly cycle (docs/deployments.md) -------------------------------------
+    # A scoring run's claim on a new file may be taken over after this long, even
+    # if the Prefect API still says the run is going.
+    score_claim_lease_seconds: float = Field(default=12 * 3600, gt=0)
+    # A new model is not promoted when its held-out accuracy is more than this below
+    # the current model's on the same rows, or below the minimum.
+    promotion_tolerance: float = Field(default=0.02, ge=0, le=1)
+    min_accuracy: float = Field(default=0.0, ge=0, le=1)
+    # The Prefect notification block the failure automation sends through.
+    notification_block: str = "somemodel-notify"
+    # Set-up saves a generic webhook block under that name when this is set.
+    notification_webhook_url: SecretStr | None = None
+    # The cleanup deployment deletes intermediate data older than this.
+    retention_days: float = Field(default=28, gt=0)
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.datastore == "blob" and not (

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.compute.base import EnvironmentRef, Registration, StepResult
+from flows.gate import GateDecision
 from flows.registry import ModelRef
 
 
@@ -18,6 +19,7 @@ class TrainSummary:
     model: ModelRef
     promoted: bool
     registration: Registration | None = None
+    gate: GateDecision | None = None
 
     artifact_key = "train-summary"
 
@@ -34,7 +36,8 @@ class TrainSummary:
             + (" (reused)" if self.environment.reused else " (built)"),
             f"- model: `{self.model.model_path}` ({self.model.uri})",
             f"- model sha256: `{self.model.model_sha256}`",
-            f"- promoted to latest: {'yes' if self.promoted else 'no (a newer model is latest)'}",
+            "- promoted to latest: "
+            + ("yes" if self.promoted else "no (see the promotion gate, or a newer one is latest)"),
             *([f"- model registry: {self.registration.message}"] if self.registration else []),
             "",
             "| step | job | status | reused | link |",
@@ -46,6 +49,8 @@ class TrainSummary:
             lines.append(f"| {step.step} | `{step.job_name}` | {step.status} | {reused} | {link} |")
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in _flatten(self.model.metrics)]
+        if self.gate is not None:
+            lines.append(self.gate.to_markdown())
         return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from flows.backends import Backends, open_backends
 from flows.compute.base import EnvironmentRef, StepResult
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
+from flows.promotion import check_promotion, final_state
 from flows.samples import SAMPLES_DIR, seed
 from flows.settings import Settings
 from flows.summary import TrainPlan, TrainSummary
@@ -30,6 +31,7 @@ from flows.tasks import (
     upload_wheel,
     verify_model_blob,
 )
+from flows.training_files import record_training_files
 
 SAMPLE_FILE = SAMPLES_DIR / "iris.csv"
 SAMPLE_PATH = "samples/iris.csv"
@@ -47,6 +49,7 @@ def train(
     run_id: RunId | None = None,
     force_rerun: bool = False,
     dry_run: bool = False,
+    force_promote: bool = False,
 ) -> TrainSummary | TrainPlan:
     """Train somemodel on the CSV file(s) at `input_path` and promote the verified model.
 
@@ -56,6 +59,9 @@ def train(
     run reuses that run's output unless `force_rerun` is set. `dry_run` runs the
     same recipe with the planning compute: it writes the steps as one Azure ML
     pipeline job under `plans/{run_id}/` and submits nothing.
+    The verified model is promoted only when the promotion gate passes
+    (flows/gate.py), unless `force_promote` is set; otherwise the run ends
+    Completed, named `NotPromoted`, with the reason as its message.
     """
     run_id = run_id or _run_name()
     backends = open_backends(Settings(), get_run_logger(), dry_run=dry_run)
@@ -63,11 +69,16 @@ def train(
     if dry_run:
         return _report(TrainPlan(run_id, input_path, environment.id, steps))
     model = verify_model_blob(backends.datastore, steps[-1].run_id)
-    registration = register_model(backends, model)
-    promoted = promote_model(backends.datastore, model, registration)
-    return _report(
-        TrainSummary(run_id, input_path, environment, steps, model, promoted, registration)
+    record_training_files(backends.datastore, model.run_id, input_path)
+    gate = check_promotion(backends.datastore, backends.settings, model, target_col, force_promote)
+    registration, promoted = None, False
+    if gate.promote:
+        registration = register_model(backends, model)
+        promoted = promote_model(backends.datastore, model, registration)
+    summary = TrainSummary(
+        run_id, input_path, environment, steps, model, promoted, registration, gate
     )
+    return final_state(_report(summary), gate)
 
 
 def _train_steps(
@@ -113,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write the Azure ML environment and job definitions to plans/RUN_ID/; submit nothing",
     )
+    parser.add_argument(
+        "--force-promote",
+        action="store_true",
+        help="promote the verified model even if the promotion gate would keep the current one",
+    )
     args = parser.parse_args(argv)
     try:
         if args.input_path is None:
@@ -123,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             run_id=args.run_id,
             force_rerun=args.force_rerun,
             dry_run=args.dry_run,
+            force_promote=args.force_promote,
         )
     except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
         print(f"error: {exc}", file=sys.stderr)

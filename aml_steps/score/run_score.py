@@ -8,7 +8,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from score import ScoreError, build_manifest, load_trained_model, score_files, use_system_allocator
+from score import (
+    ScoreError,
+    build_manifest,
+    load_trained_model,
+    read_file_list,
+    score_files,
+    use_system_allocator,
+)
 
 from somemodel.artifacts import write_manifest
 
@@ -27,6 +34,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run-id", required=True, help="the scoring run id, recorded")
     parser.add_argument("--id-column", default="id", help="input column copied to row_id")
     parser.add_argument("--chunk-size", type=int, default=20_000, help="rows per chunk")
+    parser.add_argument(
+        "--files",
+        type=Path,
+        default=None,
+        help="a text file listing the CSVs of the --input-data folder to score (relative "
+        "paths, one per line); default: all of them",
+    )
     parser.add_argument(
         "--shard-index", type=int, default=0, help="score only this shard of the files (0-based)"
     )
@@ -51,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             args.predictions,
             id_column=args.id_column,
             chunk_size=args.chunk_size,
+            only=read_file_list(args.files) if args.files else None,
             shard=(args.shard_index, args.shard_count),
         )
     except ScoreError as exc:

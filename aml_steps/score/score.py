@@ -370,6 +370,24 @@ _NOT_CSV = (
 )
 
 
+def read_file_list(path: Path) -> list[str]:
+    """The relative paths in a file list (one per line; blank lines ignored)."""
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def select_files(files: list[Path], base: Path, only: list[str]) -> list[Path]:
+    """The ``files`` whose path relative to ``base`` is in ``only``, in ``files``' order."""
+    by_name = {path.relative_to(base).as_posix(): path for path in files}
+    missing = sorted(set(only) - set(by_name))
+    if missing:
+        raise ScoreError(
+            f"the file list names {missing[:_SHOWN_ROWS]} but the input folder has no such "
+            f"CSV files (it has {sorted(by_name)[:_SHOWN_ROWS]}...)"
+        )
+    wanted = set(only)
+    return [path for name, path in by_name.items() if name in wanted]
+
+
 def shard_files(files: list[Path], index: int, count: int) -> list[Path]:
     """Shard ``index`` of ``count``: a contiguous range of ``files`` (already sorted).
 
@@ -606,13 +624,15 @@ def score_files(
     chunk_size: int = 20_000,
     base: Path | None = None,
     shard: tuple[int, int] = (0, 1),
+    only: list[str] | None = None,
 ) -> list[InputSummary]:
     """Score every CSV under ``input_path`` into ``out_dir/predictions.csv`` (atomically).
 
     Removes any old ``manifest.json`` first: the caller writes a new one last.
     File names (in row ids and summaries) are relative to ``base``, by default
-    ``input_path`` (a folder) or its parent (a file). ``shard`` = (index, count)
-    scores only that shard's files (``shard_files``).
+    ``input_path`` (a folder) or its parent (a file). ``only`` restricts a
+    folder to these relative paths (the flow's new files); ``shard`` = (index,
+    count) then scores only that shard of them (``shard_files``).
     """
     if chunk_size < 1:
         raise ScoreError(f"chunk size must be at least 1, got {chunk_size}")
@@ -621,9 +641,12 @@ def score_files(
             f"the id column {id_column!r} is one of the model's features: pass as --id-column "
             "a column that identifies rows, or a name the files lack for '<file>:<row>' ids"
         )
-    files = shard_files(list_csv_files(input_path), *shard)
+    files = list_csv_files(input_path)
     if base is None:
         base = input_path if input_path.is_dir() else input_path.parent
+    if only is not None:
+        files = select_files(files, base, only)
+    files = shard_files(files, *shard)
     target = begin_predictions(out_dir)
     model, features = trained.model, trained.feature_names
     predictions_csv = PredictionsCsv(model.classes_)

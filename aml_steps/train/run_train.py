@@ -8,7 +8,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from train import TrainError, build_metadata, log_to_mlflow, read_prepared, train
+from train import (
+    TrainError,
+    build_metadata,
+    log_to_mlflow,
+    read_prepared,
+    train,
+    write_holdout,
+)
 
 from somemodel.artifacts import save_model_file, write_metadata
 
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     # is complete only when the whole step succeeded.
     sha256 = save_model_file(result.model, args.trained_model)
     logger.info("wrote model to %s (sha256 %s)", args.trained_model, sha256)
+    if result.holdout is not None:
+        write_holdout(result.holdout, args.trained_model)
     log_to_mlflow(
         result,
         {

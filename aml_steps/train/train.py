@@ -19,7 +19,7 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from sklearn.model_selection import train_test_split
 
 from somemodel import SomeModel
-from somemodel.artifacts import ModelMetadata
+from somemodel.artifacts import HOLDOUT_FILENAME, ModelMetadata, atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class TrainResult:
     metrics: dict[str, Any]
     n_train: int
     n_test: int
+    holdout: pd.DataFrame | None = None
 
 
 def _json_value(value: Any) -> Any:
@@ -149,7 +150,10 @@ def train(
         metrics["accuracy"],
         len(x_test),
     )
-    return TrainResult(model=model, metrics=metrics, n_train=len(x_train), n_test=len(x_test))
+    holdout = x_test.assign(**{target_col: y_test})
+    return TrainResult(
+        model=model, metrics=metrics, n_train=len(x_train), n_test=len(x_test), holdout=holdout
+    )
 
 
 def build_metadata(
@@ -181,6 +185,13 @@ def read_prepared(folder: Path) -> pd.DataFrame:
     if not path.is_file():
         raise TrainError(f"{PREPARED_FILENAME} not found in {folder}: is it a data-prep output?")
     return pd.read_parquet(path, engine="pyarrow")
+
+
+def write_holdout(holdout: pd.DataFrame, out_dir: Path) -> Path:
+    """Write the held-out rows next to the model (before the metadata, which marks completion)."""
+    with atomic_output(Path(out_dir) / HOLDOUT_FILENAME) as tmp:
+        holdout.reset_index(drop=True).to_parquet(tmp, engine="pyarrow", index=False)
+    return Path(out_dir) / HOLDOUT_FILENAME
 
 
 def log_to_mlflow(result: TrainResult, params: dict[str, Any]) -> bool:

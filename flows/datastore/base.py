@@ -76,6 +76,10 @@ class Datastore(Protocol):
         """A small text file and its version tag, or None when it does not exist."""
         ...
 
+    def delete_file(self, path: str) -> bool:
+        """Delete the file at `path`; False when it did not exist (retention, flows/cleanup.py)."""
+        ...
+
     def write_conditional(self, path: str, text: str, *, etag: str | None) -> None:
         """Write `text` to `path` only if its version is still `etag` (None: only if absent).
 

@@ -182,6 +182,18 @@ class BlobDatastore:
         return f"etag:{properties.etag.strip(chr(34))}"
 
     @_retry_throttled
+    def delete_file(self, path: str) -> bool:
+        name = _blob_name(path, self)
+        with self._translate(path):
+            try:
+                self._client.get_blob_client(name).delete_blob()
+            except ResourceNotFoundError as exc:
+                if _code(exc) == "ContainerNotFound":
+                    raise
+                return False
+        return True
+
+    @_retry_throttled
     def download_file(self, path: str, dest: Path) -> None:
         name = _blob_name(path, self)
         with atomic_output(dest) as tmp:

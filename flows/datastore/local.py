@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -71,13 +72,34 @@ class LocalDatastore:
             if sha256_of_file(tmp) != expected:
                 raise DatastoreError(f"upload of {path!r} was corrupted (sha256 mismatch)")
 
+    def delete_file(self, path: str) -> bool:
+        target = self._resolve(path)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        # Folders left holding nothing visible (lock files at most) would read as
+        # inputs that exist but hold nothing: remove them, up to the root.
+        for parent in target.parents:
+            if parent == self.root or any(not p.name.startswith(".") for p in parent.iterdir()):
+                break
+            shutil.rmtree(parent, ignore_errors=True)
+        return True
+
     def read_versioned(self, path: str) -> Versioned | None:
         target = self._resolve(path)
         try:
-            data = target.read_bytes()
+            with target.open("rb") as handle:
+                stat = os.fstat(handle.fileno())
+                data = handle.read()
         except FileNotFoundError:
             return None
-        return Versioned(text=data.decode("utf-8"), etag=hashlib.sha256(data).hexdigest())
+        # Every write replaces the file (a new inode), so the tag changes with each
+        # write, like a blob's ETag, even when the content is the same: a writer
+        # holding the tag from before a same-content write must lose the race.
+        digest = hashlib.sha256(data).hexdigest()
+        etag = f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{digest[:32]}"
+        return Versioned(text=data.decode("utf-8"), etag=etag)
 
     def write_conditional(self, path: str, text: str, *, etag: str | None) -> None:
         target = self._resolve(path)

@@ -100,6 +100,26 @@ def test_custom_id_column_and_folder_relative_paths(
     assert manifest["inputs"] == [{"path": "a.csv", "rows": 2}, {"path": "b/two.csv", "rows": 3}]
 
 
+def test_a_file_list_scores_only_the_listed_files(
+    tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "in"
+    (root / "w2").mkdir(parents=True)
+    features = iris_df.drop(columns="target")
+    features.iloc[:3].to_csv(root / "old.csv", index=False)
+    features.iloc[3:5].to_csv(root / "w2" / "new.csv", index=False)
+    listed = tmp_path / "files.txt"
+    listed.write_text("w2/new.csv\n\n")
+    out = tmp_path / "pred"
+    assert run(trained_dir, root, out, "--files", str(listed)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"] == [{"path": "w2/new.csv", "rows": 2}]
+
+    listed.write_text("gone.csv\n")
+    assert run(trained_dir, root, tmp_path / "pred2", "--files", str(listed)) == 2
+    assert "names ['gone.csv']" in last_error(capsys)
+
+
 def test_missing_feature_column(
     tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -83,7 +83,11 @@ def test_main_end_to_end(tmp_path: Path, iris_df: pd.DataFrame) -> None:
         ]
     )  # fmt: skip
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.skops"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "holdout.parquet",
+        "metadata.json",
+        "model.skops",
+    ]
     meta = json.loads((out / "metadata.json").read_text())
     assert set(meta) == METADATA_KEYS
     assert meta["model_sha256"] == hashlib.sha256((out / "model.skops").read_bytes()).hexdigest()
@@ -96,6 +100,12 @@ def test_main_end_to_end(tmp_path: Path, iris_df: pd.DataFrame) -> None:
     assert meta["n_train"] + meta["n_test"] == 150
     model = load_model(out / "model.skops")
     assert (model.predict(iris_df.iloc[:, :4]) == iris_df["target"]).mean() > 0.9
+    # The held-out rows, on which the recorded accuracy was measured.
+    holdout = pd.read_parquet(out / "holdout.parquet")
+    assert len(holdout) == meta["n_test"]
+    assert list(holdout.columns) == [*meta["feature_names"], "target"]
+    accuracy = (model.predict(holdout.iloc[:, :4]) == holdout["target"]).mean()
+    assert accuracy == pytest.approx(meta["metrics"]["accuracy"])
 
 
 def test_main_missing_prepared_returns_2(

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 
 import pytest
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
+from deployments.automations import AUTOMATION_NAME
 from deployments.setup import (
     SETTINGS_VARIABLE,
     SetupError,
@@ -65,6 +67,31 @@ def test_set_up_twice_creates_the_pool_once_and_saves_the_summary() -> None:
     saved = Variable.get(SETTINGS_VARIABLE)
     assert isinstance(saved, dict)
     assert saved["datastore"] == "local"
+    # Day one: the deployments' default inputs exist.
+    assert any(line.startswith("Seeded the default input 'raw/train'") for line in first.lines)
+    assert any(line.startswith("Seeded the default input 'raw/score'") for line in first.lines)
+    # No notification target configured: set-up still succeeds, and says what is missing.
+    assert any("not announced yet" in line for line in first.lines)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api", "local_env")
+def test_set_up_with_a_webhook_creates_the_block_and_one_failure_automation() -> None:
+    settings = Settings(notification_webhook_url="http://127.0.0.1:9/hook")  # type: ignore[arg-type]
+    set_up(settings)
+    lines = set_up(settings).lines
+    assert any(line.startswith("Replaced the automation 'somemodel-run-failed'") for line in lines)
+    with get_client(sync_client=True) as client:
+        (automation,) = client.read_automations_by_name(AUTOMATION_NAME)
+    assert automation.trigger.expect == {  # type: ignore[union-attr]
+        "prefect.flow-run.Failed",
+        "prefect.flow-run.Crashed",
+        "prefect.flow-run.NotPromoted",
+    }
+    (action,) = automation.actions
+    assert "{{ flow_run.state.message }}" in action.body  # type: ignore[union-attr]
+    block = CustomWebhookNotificationBlock.load(settings.notification_block)
+    assert block.secrets.get_secret_value() == {"url": "http://127.0.0.1:9/hook"}
 
 
 @pytest.mark.slow

@@ -28,17 +28,21 @@ from tests.conftest import REPO_ROOT
 
 SPECS = load_deployments()
 BY_FLOW = {load_flow(spec).name: spec for spec in SPECS}
+# The deployments that read an input (the cleanup deployment has none).
+INPUT_SPECS = [spec for spec in SPECS if "input_path" in spec.parameters]
 
 
 def _ids(spec: DeploymentSpec) -> str:
     return spec.entrypoint
 
 
-def test_declares_weekly_train_and_score_deployments() -> None:
+def test_declares_weekly_train_score_and_cleanup_deployments() -> None:
     assert sorted(f"{flow}/{spec.name}" for flow, spec in BY_FLOW.items()) == [
+        "cleanup-somemodel/weekly",
         "score-somemodel/weekly",
         "train-somemodel/weekly",
     ]
+    assert BY_FLOW["cleanup-somemodel"].entrypoint == "flows/cleanup.py:cleanup"
     assert BY_FLOW["train-somemodel"].entrypoint == "flows/train.py:train"
     assert BY_FLOW["score-somemodel"].entrypoint == "flows/score.py:score"
 
@@ -88,7 +92,17 @@ def test_scoring_runs_after_training() -> None:
     assert score_hour > train_hour
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=_ids)
+def test_a_completed_training_run_triggers_scoring() -> None:
+    (trigger,) = BY_FLOW["score-somemodel"].triggers
+    assert set(trigger["expect"]) == {"prefect.flow-run.Completed", "prefect.flow-run.NotPromoted"}
+    assert {"prefect.resource.role": "flow", "prefect.resource.name": "train-somemodel"} in (
+        trigger["match_related"]
+    )
+    assert trigger["posture"] == "Reactive"
+    assert not BY_FLOW["train-somemodel"].triggers
+
+
+@pytest.mark.parametrize("spec", INPUT_SPECS, ids=_ids)
 def test_parameters_are_flow_parameters_in_signature_order_input_path_first(
     spec: DeploymentSpec,
 ) -> None:
@@ -132,7 +146,7 @@ def test_flow_annotations_resolve_so_the_deployed_schema_is_typed(spec: Deployme
 
 
 @pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "https://x.y/z.csv", "raw//x.csv"])
-@pytest.mark.parametrize("spec", SPECS, ids=_ids)
+@pytest.mark.parametrize("spec", INPUT_SPECS, ids=_ids)
 def test_server_side_schema_rejects_unsafe_input_paths(spec: DeploymentSpec, bad: str) -> None:
     """What `prefect deployment run --param input_path=...` meets before a run exists."""
     schema = parameter_schema(load_flow(spec)).model_dump_for_openapi()

@@ -14,6 +14,7 @@ def test_serves_both_flows_with_the_declared_schedules_and_parameters() -> None:
     assert [(d.flow_name, d.name) for d in deployments] == [
         ("train-somemodel", "weekly"),
         ("score-somemodel", "weekly"),
+        ("cleanup-somemodel", "weekly"),
     ]
     for spec, deployment in zip(specs, deployments):
         assert deployment.parameters == dict(spec.parameters)

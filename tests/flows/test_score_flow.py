@@ -21,6 +21,7 @@ from flows.backends import Backends, use_backends
 from flows.compute.base import EnvironmentRef, StepFailedError, StepResult, StepSpec
 from flows.compute.local import LocalCompute
 from flows.datastore import DatastoreNotFoundError, LocalDatastore
+from flows.new_files import NothingNew
 from flows.registry import ModelVerificationError, NoModelError
 from flows.score import SAMPLE_FILE, SAMPLE_PATH, main, score, seed_sample
 from flows.scoring import ScoreInputError, ScoreSummary
@@ -137,6 +138,34 @@ def test_explicit_model_run_id_and_folder_of_csvs(
     assert summary.model.run_id == trained.model.run_id
     assert summary.predictions.inputs == (("a.csv", 10), ("b/c.csv", len(lines) - 11))
     assert summary.predictions.rows == len(lines) - 1
+
+
+def test_a_folder_scores_only_its_new_files_once(
+    store: LocalDatastore, trained: TrainSummary, tmp_path: Path
+) -> None:
+    lines = SAMPLE_FILE.read_text().splitlines()
+    _upload(store, tmp_path, "incoming/w1.csv", "\n".join(lines[:6]) + "\n")
+    first = score(input_path="incoming")
+    assert isinstance(first, ScoreSummary)
+    assert first.predictions.inputs == (("w1.csv", 5),)
+    pointer = _pointer(store)
+
+    nothing = score(input_path="incoming")
+    assert isinstance(nothing, NothingNew)
+    assert nothing.already_scored == 1
+    assert _pointer(store) == pointer
+
+    _upload(store, tmp_path, "incoming/w2.csv", "\n".join([lines[0], *lines[6:9]]) + "\n")
+    # Replaced with new content: new again.
+    _upload(store, tmp_path, "incoming/w1.csv", "\n".join(lines[:3]) + "\n")
+    second = score(input_path="incoming")
+    assert isinstance(second, ScoreSummary)
+    assert second.predictions.inputs == (("w1.csv", 2), ("w2.csv", 3))
+    assert _pointer(store)["run_id"] == second.run_id  # type: ignore[index]
+
+    forced = score(input_path="incoming", force_rerun=True)
+    assert isinstance(forced, ScoreSummary)
+    assert forced.predictions.rows == 5
 
 
 def test_unknown_model_run_id(store: LocalDatastore, trained: TrainSummary) -> None:
@@ -323,12 +352,11 @@ def test_a_folder_is_scored_by_concurrent_shards_then_merged(
     merged = store.root / "predictions" / run_id / "predictions.csv"
     assert merged.read_bytes() == (store.root / plain.predictions.predictions_path).read_bytes()
 
-    # Again: every shard and the merge are reused, the earlier run's predictions verified.
+    # Again: nothing new to score in that folder; latest stays where it is.
+    pointer = _pointer(store)
     again = score(input_path="raw/shards")
-    assert [(s.reused, s.run_id) for s in again.shards] == [(True, run_id), (True, run_id)]
-    assert again.step.reused
-    assert again.predictions.run_id == run_id
-    assert again.predictions.rows == rows
+    assert isinstance(again, NothingNew)
+    assert _pointer(store) == pointer
 
 
 def test_a_failing_shard_fails_the_run_and_latest_stays(

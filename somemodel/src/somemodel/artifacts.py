@@ -39,6 +39,9 @@ MODEL_FILENAME = "model.skops"
 METADATA_FILENAME = "metadata.json"
 PREDICTIONS_FILENAME = "predictions.csv"
 MANIFEST_FILENAME = "manifest.json"
+# The train step's held-out rows (features + target), written before metadata.json:
+# the promotion gate scores the current model on the same rows as the new one.
+HOLDOUT_FILENAME = "holdout.parquet"
 
 _HASH_CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -158,3 +158,13 @@ def test_list_skips_dot_files(store: Datastore, tmp_path: Path) -> None:
     store.write_conditional("x/latest.json", "{}", etag=None)
     store.upload_file(_file(tmp_path, "partial", "half"), "x/.tmp-partial")
     assert store.list_files("x") == ["x/latest.json"]
+
+
+def test_delete_file_removes_it_and_the_folder_it_emptied(store: Datastore, tmp_path: Path) -> None:
+    store.upload_file(_file(tmp_path, "a", "a"), "old/run-1/a.csv")
+    store.upload_file(_file(tmp_path, "b", "b"), "old/run-2/b.csv")
+    assert store.delete_file("old/run-1/a.csv")
+    assert not store.delete_file("old/run-1/a.csv")
+    assert store.list_files("old") == ["old/run-2/b.csv"]
+    with pytest.raises(DatastoreNotFoundError):
+        resolve_input(store, "old/run-1")

@@ -1,0 +1,174 @@
+"""The score flow's "new files only" tasks: claim what no run scored, record what was scored.
+
+A weekly scoring run over a folder scores only the CSVs that no earlier
+successful run scored (by path and content fingerprint; see
+flows/scored_files.py). The claimed files reach the score step as a file list
+(`score_batches/{run_id}/files.txt`, the step's `--files` input), so the step
+still reads one folder and its manifest lists exactly the files this run scored.
+
+A single file given as the input, or `force_rerun`, is scored on purpose,
+whatever was scored before; its record then names this run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
+
+from flows.compute.base import StepInput, StepSpec
+from flows.datastore.base import Datastore
+from flows.scored_files import Claim, InputFile, ScoredFiles
+from flows.scoring import check_score_input
+from flows.settings import Settings
+
+SCORE_BATCHES_ROOT = "score_batches"
+FILE_LIST = "files.txt"
+
+
+def file_list_path(run_id: str) -> str:
+    return f"{SCORE_BATCHES_ROOT}/{run_id}/{FILE_LIST}"
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """The files one scoring run scores, and whether they are a subset of its folder."""
+
+    run_id: str
+    input_path: str
+    files: tuple[InputFile, ...]
+    # Set when the step must score only part of the input folder.
+    file_list: str | None
+    on_purpose: bool
+    skipped: int = 0
+
+    @property
+    def nothing_new(self) -> bool:
+        return not self.files
+
+    def relative(self, item: InputFile) -> str:
+        return item.path[len(self.input_path.rstrip("/")) + 1 :]
+
+
+@dataclass(frozen=True)
+class NothingNew:
+    """A scoring run that found no new file: nothing scored, predictions/latest.json unmoved."""
+
+    run_id: str
+    input_path: str
+    already_scored: int
+
+    def to_markdown(self) -> str:
+        return "\n".join(
+            [
+                f"# Scoring run `{self.run_id}`: nothing new",
+                "",
+                f"- input: `{self.input_path}`",
+                f"- all {self.already_scored} CSV file(s) there were scored by earlier runs "
+                "(or are being scored by a run still going): nothing to score",
+                "- predictions/latest.json moved: no",
+                "- to score them again on purpose: `force_rerun=true`, or give one file as "
+                "`input_path`",
+            ]
+        )
+
+
+def flow_run_is_running(flow_run_id: str) -> bool:
+    """Whether the Prefect flow run is still going (unknown runs count as gone)."""
+    with contextlib.suppress(ValueError):
+        UUID(flow_run_id)
+        with get_client(sync_client=True) as client:
+            try:
+                state = client.read_flow_run(UUID(flow_run_id)).state
+            except ObjectNotFound:
+                return False
+        return state is not None and not state.is_final()
+    return False
+
+
+def scored_files(datastore: Datastore, settings: Settings) -> ScoredFiles:
+    return ScoredFiles(
+        datastore,
+        is_running=flow_run_is_running,
+        lease=timedelta(seconds=settings.score_claim_lease_seconds),
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def claim_new_files(
+    datastore: Datastore,
+    settings: Settings,
+    run_id: str,
+    source: StepInput,
+    force_rerun: bool = False,
+) -> ScoreBatch:
+    """The CSVs this run scores: the folder's new ones, claimed; or all, on purpose."""
+    logger = get_run_logger()
+    _, csv_files = check_score_input(datastore, source.path)
+    files = [InputFile(path, datastore.fingerprint(path)) for path in csv_files]
+    on_purpose = force_rerun or source.kind == "uri_file"
+    if on_purpose:
+        logger.info("Scoring all %d file(s) of %s on purpose", len(files), source.path)
+        return ScoreBatch(run_id, source.path, tuple(files), None, on_purpose=True)
+    claim: Claim = scored_files(datastore, settings).claim(
+        run_id, files, flow_run_id=str(flow_run.id or "")
+    )
+    skipped = len(claim.already_scored) + len(claim.claimed_elsewhere)
+    logger.info(
+        "%s: %d new file(s) to score; %d scored before, %d being scored by another run",
+        source.path,
+        len(claim.files),
+        len(claim.already_scored),
+        len(claim.claimed_elsewhere),
+    )
+    batch = ScoreBatch(run_id, source.path, claim.files, None, on_purpose=False, skipped=skipped)
+    if batch.nothing_new:
+        return batch
+    # Always a list, even for a whole folder: a file arriving while the step runs
+    # is then left for the next run instead of being scored but not recorded.
+    listing = "".join(f"{batch.relative(item)}\n" for item in claim.files)
+    path = file_list_path(run_id)
+    current = datastore.read_versioned(path)
+    if current is None or current.text != listing:
+        datastore.write_conditional(path, listing, etag=current.etag if current else None)
+    return replace(batch, file_list=path)
+
+
+def restrict_to_batch(spec: StepSpec, batch: ScoreBatch) -> StepSpec:
+    """The score step reading only the batch's files of its folder (its `--files` input)."""
+    if batch.file_list is None:
+        return spec
+    return replace(spec, inputs=(*spec.inputs, StepInput("files", batch.file_list, "uri_file")))
+
+
+@task(cache_policy=NO_CACHE)
+def mark_files_scored(
+    datastore: Datastore, settings: Settings, batch: ScoreBatch, predictions_run_id: str
+) -> None:
+    """Record the batch's files as scored by this run (after its predictions verified)."""
+    scored_files(datastore, settings).mark_scored(
+        batch.run_id, batch.files, predictions_run_id, overwrite=batch.on_purpose
+    )
+    get_run_logger().info("Recorded %d file(s) as scored by %s", len(batch.files), batch.run_id)
+
+
+@task(cache_policy=NO_CACHE)
+def report_nothing_new(batch: ScoreBatch) -> NothingNew:
+    get_run_logger().info(
+        "Nothing new under %s: %d file(s) already scored; predictions/latest.json stays",
+        batch.input_path,
+        batch.skipped,
+    )
+    nothing = NothingNew(batch.run_id, batch.input_path, batch.skipped)
+    create_markdown_artifact(
+        key="score-summary", markdown=nothing.to_markdown(), description=f"Run {batch.run_id}"
+    )
+    return nothing
