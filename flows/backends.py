@@ -50,6 +50,7 @@ class BackendsFactory(Protocol):
 
 
 def make_datastore(settings: Settings) -> Datastore:
+    """The datastore `SOMEMODEL_DATASTORE` names: the blob container, or the local folder."""
     if settings.datastore == "blob":
         from flows.datastore.blob import BlobDatastore
 
@@ -58,6 +59,9 @@ def make_datastore(settings: Settings) -> Datastore:
 
 
 def make_compute(settings: Settings, datastore: Datastore, logger: Logger | None = None) -> Compute:
+    """The compute `SOMEMODEL_COMPUTE` names: Azure ML (imported only then), or local venvs
+    that read and write `datastore`.
+    """
     if settings.compute == "aml":
         # Imported here: azure.ai.ml takes seconds to import, and only AML runs need it.
         from flows.compute.aml import AmlCompute

@@ -147,12 +147,16 @@ def find_protected_runs(datastore: Datastore) -> set[str]:
 
 @task(cache_policy=NO_CACHE)
 def find_expired(datastore: Datastore, older_than_days: float, protected: set[str]) -> CleanupPlan:
+    """The plan for the intermediate folders older than `older_than_days` (age from the run id's
+    date, counted from today in UTC); deletes nothing.
+    """
     today = datetime.now(UTC).date()
     return plan_cleanup(_folders(datastore), today, older_than_days, protected)
 
 
 @task(cache_policy=NO_CACHE)
 def delete_folders(datastore: Datastore, plan: CleanupPlan, dry_run: bool) -> None:
+    """Delete the plan's folders file by file and log what was kept and why; `dry_run` only logs."""
     logger = get_run_logger()
     for folder in plan.delete:
         if dry_run:
@@ -190,6 +194,7 @@ def cleanup(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `python -m flows.cleanup` command line: run the flow, print its report, exit 0."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--older-than-days", type=float, default=None)
     parser.add_argument("--dry-run", action="store_true", help="list what would be deleted")

@@ -57,38 +57,53 @@ COMPLETION_MARKER = "_COMPLETE.json"
 
 
 def prepared_dir(run_id: str) -> str:
+    """Where the data-prep step of `run_id` writes its prepared dataframe (a folder)."""
     return f"{PREPARED_ROOT}/{run_id}"
 
 
 def model_dir(run_id: str) -> str:
+    """The folder of the model that the train step of `run_id` writes (model, metadata, holdout)."""
     return f"{MODELS_ROOT}/{run_id}"
 
 
 def model_metadata_path(run_id: str) -> str:
+    """The model's metadata record: written last by the train step, so its absence means
+    the step did not finish.
+    """
     return f"{model_dir(run_id)}/{METADATA_FILENAME}"
 
 
 def predictions_dir(run_id: str) -> str:
+    """The folder of the predictions of scoring run `run_id` (the step's or the shards' merge)."""
     return f"{PREDICTIONS_ROOT}/{run_id}"
 
 
 def predictions_path(run_id: str) -> str:
+    """The predictions file of scoring run `run_id`."""
     return f"{predictions_dir(run_id)}/{PREDICTIONS_FILENAME}"
 
 
 def predictions_manifest_path(run_id: str) -> str:
+    """The predictions manifest of `run_id`: written last, it names the model and the inputs
+    and row counts that verification checks.
+    """
     return f"{predictions_dir(run_id)}/{MANIFEST_FILENAME}"
 
 
 def prediction_parts_dir(run_id: str) -> str:
+    """The parent folder of the shards' partial predictions of `run_id` (merged into
+    `predictions_dir`; intermediate data that retention deletes).
+    """
     return f"{PREDICTION_PARTS_ROOT}/{run_id}"
 
 
 def latest_path(root: str) -> str:
+    """The `latest.json` pointer under `root` (`trained_models` or `predictions`)."""
     return f"{root}/{LATEST}"
 
 
 def reuse_record_path(step: str, key: str) -> str:
+    """The reuse record of `step` for `key` (computed by flows/reuse.py): that step's outputs."""
     return f"{STEP_CACHE_ROOT}/{step}/{key}.json"
 
 

@@ -35,6 +35,9 @@ FILE_LIST = "files.txt"
 
 
 def file_list_path(run_id: str) -> str:
+    """The file list of scoring run `run_id`: the batch's files, relative to the input folder,
+    one a line (the score step's `--files` input).
+    """
     return f"{SCORE_BATCHES_ROOT}/{run_id}/{FILE_LIST}"
 
 
@@ -95,6 +98,9 @@ def flow_run_is_running(flow_run_id: str) -> bool:
 
 
 def scored_files(datastore: Datastore, settings: Settings) -> ScoredFiles:
+    """The scored-files index of `datastore`; a claim of a flow run that is over, or older
+    than `SOMEMODEL_SCORE_CLAIM_LEASE_SECONDS`, can be taken over.
+    """
     return ScoredFiles(
         datastore,
         is_running=flow_run_is_running,
@@ -162,6 +168,7 @@ def mark_files_scored(
 
 @task(cache_policy=NO_CACHE)
 def report_nothing_new(batch: ScoreBatch) -> NothingNew:
+    """End a run that found no new file: log it and publish a "nothing new" summary artifact."""
     get_run_logger().info(
         "Nothing new under %s: %d file(s) already scored; predictions/latest.json stays",
         batch.input_path,

@@ -71,6 +71,7 @@ def check_datastore_path(path: str) -> str:
 
 
 def check_run_id(run_id: str) -> str:
+    """`run_id` unchanged if it can name blobs and Azure ML jobs; InvalidPathError otherwise."""
     if not _RUN_ID.match(run_id):
         raise InvalidPathError(
             f"run id {run_id[:80]!r} must be 3-63 characters of lower-case letters, digits "
@@ -80,6 +81,9 @@ def check_run_id(run_id: str) -> str:
 
 
 def check_column_name(name: str) -> str:
+    """`name` unchanged if it is 1-256 characters without control characters; InvalidPathError
+    otherwise.
+    """
     if not _COLUMN.match(name):
         raise InvalidPathError(
             f"column name {name[:80]!r} must be 1-256 characters without control characters"

@@ -26,6 +26,9 @@ STEPS_DIR = REPO_ROOT / "aml_steps"
 def data_prep_step(
     run_id: str, input_path: str, input_kind: InputKind, target_col: str
 ) -> StepSpec:
+    """The data-prep step of `run_id`: reads `input_path` (a file or a folder), writes the
+    prepared dataframe under `prepared_dir(run_id)`.
+    """
     return StepSpec(
         step="data_prep",
         run_id=run_id,
@@ -40,6 +43,9 @@ def data_prep_step(
 
 
 def train_step(run_id: str, prepared_path: str, target_col: str, input_path: str) -> StepSpec:
+    """The train step of `run_id`: reads the prepared dataframe, writes the model folder
+    `model_dir(run_id)` (`input_path` is recorded in the model's metadata, not read).
+    """
     return StepSpec(
         step="train",
         run_id=run_id,

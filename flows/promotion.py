@@ -45,6 +45,9 @@ def accuracy_on(
 
 
 def read_holdout(datastore: Datastore, run_id: str) -> pd.DataFrame | None:
+    """The held-out rows the train step of `run_id` wrote next to its model; None when there are
+    none (a model trained before the holdout joined the artifact contract).
+    """
     with tempfile.TemporaryDirectory(prefix="holdout-") as tmp:
         local = Path(tmp) / HOLDOUT_FILENAME
         try:

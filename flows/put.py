@@ -38,6 +38,9 @@ def put(settings: Settings, local: Path, path: str, *, overwrite: bool = False) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `python -m flows.put` command line: exit code 1 with one line on stderr when the
+    file, the path or the settings are wrong.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("local_file", type=Path, help="the file on this machine")
     parser.add_argument("path", help="where it goes, relative to the datastore (raw/score/x.csv)")

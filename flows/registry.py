@@ -99,6 +99,9 @@ def read_artifact_record(
 
 
 def read_metadata(datastore: Datastore, run_id: str) -> ModelMetadata:
+    """The model metadata of `run_id`, parsed and checked by the artifact contract;
+    ModelVerificationError when it is absent (the train step did not finish) or invalid.
+    """
     return read_artifact_record(
         datastore,
         model_metadata_path(run_id),

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 
 def code_hash(code_dir: Path) -> str:
+    """A sha256 over the names and contents of every file under `code_dir` (bytecode skipped),
+    so any change to a step's code changes its reuse key.
+    """
     digest = hashlib.sha256()
     for path in sorted(p for p in code_dir.rglob("*") if p.is_file()):
         if "__pycache__" in path.parts or path.suffix == ".pyc":
@@ -41,6 +44,9 @@ def code_hash(code_dir: Path) -> str:
 
 
 def step_key(datastore: Datastore, spec: StepSpec, environment: EnvironmentRef) -> str:
+    """The reuse key of `spec`: a sha256 of its code, environment, parameters (but the run id)
+    and each input file's fingerprint. Lists the inputs in the datastore.
+    """
     inputs = {}
     for step_input in spec.inputs:
         _, files = resolve_input(datastore, step_input.path)
@@ -81,6 +87,9 @@ def find_reusable(datastore: Datastore, spec: StepSpec, key: str) -> StepResult 
 
 
 def record(datastore: Datastore, spec: StepSpec, key: str, result: StepResult) -> None:
+    """Record `result` as the outputs of the step with `key`; a record written first by a
+    concurrent run with the same key is kept.
+    """
     entry = ReuseRecord(
         run_id=result.run_id or spec.run_id,
         job_name=result.job_name,

@@ -58,6 +58,9 @@ ModelSelector = Annotated[str, AfterValidator(check_model_selector)]
 
 @task(cache_policy=NO_CACHE)
 def check_csv_input(datastore: Datastore, input_path: str) -> tuple[StepInput, int]:
+    """The step input for `input_path` and its number of CSV files; a folder without a CSV is
+    refused before any model is loaded.
+    """
     source, files = check_score_input(datastore, input_path)
     get_run_logger().info("Input %s: %s with %d CSV file(s)", input_path, source.kind, len(files))
     return source, len(files)
@@ -65,6 +68,7 @@ def check_csv_input(datastore: Datastore, input_path: str) -> tuple[StepInput, i
 
 @task(cache_policy=NO_CACHE)
 def resolve_model(datastore: Datastore, model: str) -> str:
+    """The training run id that `model` (`latest` or a run id) names; NoModelError if none."""
     run_id = _resolve_model_run_id(datastore, model)
     get_run_logger().info("Model %r is training run %s", model, run_id)
     return run_id
@@ -104,6 +108,9 @@ def score_in_shards(
 
 @task(cache_policy=NO_CACHE)
 def verify_predictions_blob(datastore: Datastore, run_id: str, model: ModelRef) -> PredictionsRef:
+    """The scoring run's predictions, checked against its manifest and `model`; zero rows
+    is only a warning.
+    """
     predictions = verify_predictions(datastore, run_id, model)
     logger = get_run_logger()
     logger.info("Verified %s: %d rows", predictions.predictions_path, predictions.rows)
@@ -114,6 +121,7 @@ def verify_predictions_blob(datastore: Datastore, run_id: str, model: ModelRef) 
 
 @task(cache_policy=NO_CACHE)
 def promote_predictions(datastore: Datastore, predictions: PredictionsRef) -> bool:
+    """Move `predictions/latest.json` to these predictions; False if it names a newer run."""
     return promote(datastore, predictions, root=PREDICTIONS_ROOT)
 
 
@@ -177,6 +185,9 @@ def seed_sample(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `python flows/score.py` command line: without `--input-path` it seeds and scores the
+    bundled sample; exit code 1 with one line on stderr on any error.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--input-path",

@@ -117,6 +117,9 @@ def count_predictions(path: Path) -> tuple[list[str], int, Counter[str]]:
 
 
 def read_manifest(datastore: Datastore, run_id: str) -> PredictionsManifest:
+    """The predictions manifest of `run_id`, parsed by the artifact contract;
+    PredictionsVerificationError when it is absent (the score step did not finish) or invalid.
+    """
     return read_artifact_record(
         datastore,
         predictions_manifest_path(run_id),

@@ -114,6 +114,9 @@ def pinned_set(lock_text: str, roots: Iterable[str] = ROOTS) -> list[str]:
 
 
 def render(lock_text: str) -> str:
+    """The text of `aml_steps/requirements.lock` for this uv.lock: the header, then one
+    `name==version` a line.
+    """
     return HEADER + "".join(f"{line}\n" for line in pinned_set(lock_text))
 
 
@@ -124,6 +127,9 @@ def read_step_lock(path: Path = STEP_LOCK) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `python -m flows.step_lock` command line: rewrite the step lock, or with `--check`
+    exit 1 when it differs from what uv.lock gives.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the file is stale")
     args = parser.parse_args(argv)

@@ -41,6 +41,9 @@ class RunIncompleteError(RuntimeError):
 
 @task(cache_policy=NO_CACHE)
 def check_input(datastore: Datastore, input_path: str) -> StepInput:
+    """The step input for `input_path`, a file or a folder; DatastoreNotFoundError when it is
+    neither.
+    """
     kind, files = resolve_input(datastore, input_path)
     get_run_logger().info("Input %s: %s with %d file(s)", input_path, kind, len(files))
     return StepInput("input_dataset_path", input_path, kind)
@@ -48,6 +51,9 @@ def check_input(datastore: Datastore, input_path: str) -> StepInput:
 
 @task(cache_policy=NO_CACHE)
 def upload_wheel(backends: Backends) -> WheelRef:
+    """Build the somemodel wheel and upload it once (its path carries its content hash);
+    a dry run builds it but uploads nothing.
+    """
     wheel = build_wheel(SOMEMODEL_SOURCE, backends.settings.cache_dir / "wheels")
     datastore = backends.datastore
     if backends.dry_run:
@@ -62,6 +68,9 @@ def upload_wheel(backends: Backends) -> WheelRef:
 
 @task(cache_policy=NO_CACHE)
 def build_environment(backends: Backends, wheel: WheelRef) -> EnvironmentRef:
+    """The step environment (base image, pinned packages, the wheel) on the compute; an existing
+    version is reused, not rebuilt.
+    """
     settings = backends.settings
     spec = EnvironmentSpec(
         name=settings.environment_name,
@@ -111,6 +120,9 @@ def submit_steps(
 
 @task(cache_policy=NO_CACHE)
 def verify_model_blob(datastore: Datastore, run_id: str) -> ModelRef:
+    """The model of `run_id`, checked: sha256 matches, it loads and it predicts;
+    ModelVerificationError otherwise.
+    """
     model = verify_model(datastore, run_id)
     get_run_logger().info("Verified model %s (sha256 %s)", model.model_path, model.model_sha256)
     return model
@@ -140,6 +152,9 @@ def register_model(backends: Backends, model: ModelRef) -> Registration:
 
 @task(cache_policy=NO_CACHE)
 def promote_model(datastore: Datastore, model: ModelRef, registration: Registration) -> bool:
+    """Move `trained_models/latest.json` to `model`; False when it already names a newer model.
+    A failed write raises RunIncompleteError: the model is trained and verified, not latest.
+    """
     try:
         return promote(datastore, model)
     except Exception as exc:  # re-raised with what was and was not done

@@ -109,6 +109,9 @@ def seed_sample(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `python flows/train.py` command line: without `--input-path` it seeds and trains on
+    the bundled sample; exit code 1 with one line on stderr on any error.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--input-path",

@@ -81,6 +81,9 @@ class Clock:
 
 
 def is_transient(exc: BaseException) -> bool:
+    """Whether a retry may help: a dropped connection, or 408/429/5xx. Auth failures and other
+    user errors (400, 403, 404) are final.
+    """
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
         return True
     return (
@@ -258,11 +261,13 @@ def check_datastore_location(datastore: object, name: str, storage: BlobLocation
 
 
 def first_line(exc: BaseException | None) -> str:
+    """The first line of the error's message (Azure SDK messages run to many lines), or ""."""
     text = str(exc or "").strip()
     return text.splitlines()[0] if text else ""
 
 
 def access_message(exc: HttpResponseError, what: str) -> str:
+    """A preflight message for a refused read of `what`: for 403, which role the identity lacks."""
     if exc.status_code == 403:
         return (
             f"the identity may not read {what} (403): give it the 'AzureML Data Scientist' "

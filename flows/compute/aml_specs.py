@@ -187,6 +187,9 @@ def _outputs(spec: StepSpec, target: AmlTarget) -> dict[str, Output]:
 
 
 def job_tags(spec: StepSpec, extra: Mapping[str, str]) -> dict[str, str]:
+    """The job's tags: its `run_id` and `step`, then `extra` (the Prefect flow run) with every
+    value as a string, so a Studio job names the run and step that submitted it.
+    """
     return {"run_id": spec.run_id, "step": spec.step, **{k: str(v) for k, v in extra.items()}}
 
 

@@ -89,4 +89,5 @@ class Datastore(Protocol):
 
 
 def join(*parts: str) -> str:
+    """Datastore path parts joined with single `/`; empty parts and outer slashes dropped."""
     return "/".join(part.strip("/") for part in parts if part.strip("/"))
