@@ -38,8 +38,12 @@ from prefect.runtime import flow_run
 
 from flows.backends import make_datastore
 from flows.datastore.base import Datastore
-from flows.ledger import PREDICTION_PARTS_ROOT, PREDICTIONS_ROOT, PREPARED_ROOT
-from flows.new_files import SCORE_BATCHES_ROOT
+from flows.ledger import (
+    PREDICTION_PARTS_ROOT,
+    PREDICTIONS_ROOT,
+    PREPARED_ROOT,
+    SCORE_BATCHES_ROOT,
+)
 from flows.paths import make_run_id
 from flows.registry import latest_run_id
 from flows.settings import Settings

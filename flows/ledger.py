@@ -15,11 +15,10 @@ which model or predictions are current. It is the one owner of:
 - `latest` pointers: `{root}/latest.json`, moved forward only, by conditional
   writes.
 
-The record of scored input files that exactly-once scoring needs
-(flows/scored_files.py) belongs here as one more section of the same shape: its
-paths under a root of its own (e.g. `scored_files/`), records read with
-`read_versioned` and written with `write_conditional` like the reuse records,
-and a `RunLedger` method per question the score flow asks.
+- the record of scored input files that exactly-once scoring needs:
+  `scored_files/index.json` (its claim/mark logic is `flows/scored_files.py`,
+  reached through `RunLedger.scored_files`), and each scoring run's file list,
+  `score_batches/{run_id}/files.txt`.
 
 Layers, each importing only the ones before it: `somemodel` (the artifact
 contract) -> `flows.datastore` (the storage seam) -> `flows.ledger` -> the
@@ -32,8 +31,9 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -41,6 +41,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ra
 
 from flows.datastore.base import Datastore, PreconditionFailedError, join
 from flows.paths import InvalidPathError, check_run_id
+from flows.scored_files import ScoredFiles
 from somemodel.artifacts import MANIFEST_FILENAME, METADATA_FILENAME, PREDICTIONS_FILENAME
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ PREPARED_ROOT = "prepared_dataframes"
 MODELS_ROOT = "trained_models"
 PREDICTIONS_ROOT = "predictions"
 PREDICTION_PARTS_ROOT = "prediction_parts"
+SCORE_BATCHES_ROOT = "score_batches"
 STEP_CACHE_ROOT = "step_cache"
 LATEST = "latest.json"
 COMPLETION_MARKER = "_COMPLETE.json"
@@ -95,6 +97,11 @@ def prediction_parts_dir(run_id: str) -> str:
     `predictions_dir`; intermediate data that retention deletes).
     """
     return f"{PREDICTION_PARTS_ROOT}/{run_id}"
+
+
+def score_batch_list_path(run_id: str) -> str:
+    """The file list of scoring run `run_id`: the input folder's CSVs it scores, one a line."""
+    return f"{SCORE_BATCHES_ROOT}/{run_id}/files.txt"
 
 
 def latest_path(root: str) -> str:
@@ -224,6 +231,12 @@ class RunLedger:
 
     def __init__(self, datastore: Datastore) -> None:
         self.datastore = datastore
+
+    # scored input files
+
+    def scored_files(self, is_running: Callable[[str], bool], lease: timedelta) -> ScoredFiles:
+        """The exactly-once record of scored input files (claims, then marks), in this store."""
+        return ScoredFiles(self.datastore, is_running=is_running, lease=lease)
 
     # reuse records
 

@@ -3,7 +3,7 @@
 A weekly scoring run over a folder scores only the CSVs that no earlier
 successful run scored (by path and content fingerprint; see
 flows/scored_files.py). The claimed files reach the score step as a file list
-(`score_batches/{run_id}/files.txt`, the step's `--files` input), so the step
+(`score_batches/{run_id}/files.txt`, see flows/ledger.py; the step's `--files` input), so the step
 still reads one folder and its manifest lists exactly the files this run scored.
 
 A single file given as the input, or `force_rerun`, is scored on purpose,
@@ -26,19 +26,10 @@ from prefect.runtime import flow_run
 
 from flows.compute.base import StepInput, StepSpec
 from flows.datastore.base import Datastore
+from flows.ledger import RunLedger, score_batch_list_path
 from flows.scored_files import Claim, InputFile, ScoredFiles
 from flows.scoring import check_score_input
 from flows.settings import Settings
-
-SCORE_BATCHES_ROOT = "score_batches"
-FILE_LIST = "files.txt"
-
-
-def file_list_path(run_id: str) -> str:
-    """The file list of scoring run `run_id`: the batch's files, relative to the input folder,
-    one a line (the score step's `--files` input).
-    """
-    return f"{SCORE_BATCHES_ROOT}/{run_id}/{FILE_LIST}"
 
 
 @dataclass(frozen=True)
@@ -98,14 +89,9 @@ def flow_run_is_running(flow_run_id: str) -> bool:
 
 
 def scored_files(datastore: Datastore, settings: Settings) -> ScoredFiles:
-    """The scored-files index of `datastore`; a claim of a flow run that is over, or older
-    than `SOMEMODEL_SCORE_CLAIM_LEASE_SECONDS`, can be taken over.
-    """
-    return ScoredFiles(
-        datastore,
-        is_running=flow_run_is_running,
-        lease=timedelta(seconds=settings.score_claim_lease_seconds),
-    )
+    """The ledger's record of scored files, with Prefect telling which claiming runs still run."""
+    lease = timedelta(seconds=settings.score_claim_lease_seconds)
+    return RunLedger(datastore).scored_files(flow_run_is_running, lease)
 
 
 @task(cache_policy=NO_CACHE)
@@ -123,25 +109,28 @@ def claim_new_files(
     on_purpose = force_rerun or source.kind == "uri_file"
     if on_purpose:
         logger.info("Scoring all %d file(s) of %s on purpose", len(files), source.path)
-        return ScoreBatch(run_id, source.path, tuple(files), None, on_purpose=True)
-    claim: Claim = scored_files(datastore, settings).claim(
-        run_id, files, flow_run_id=str(flow_run.id or "")
-    )
-    skipped = len(claim.already_scored) + len(claim.claimed_elsewhere)
-    logger.info(
-        "%s: %d new file(s) to score; %d scored before, %d being scored by another run",
-        source.path,
-        len(claim.files),
-        len(claim.already_scored),
-        len(claim.claimed_elsewhere),
-    )
-    batch = ScoreBatch(run_id, source.path, claim.files, None, on_purpose=False, skipped=skipped)
-    if batch.nothing_new:
+        batch = ScoreBatch(run_id, source.path, tuple(files), None, on_purpose=True)
+    else:
+        claim: Claim = scored_files(datastore, settings).claim(
+            run_id, files, flow_run_id=str(flow_run.id or "")
+        )
+        skipped = len(claim.already_scored) + len(claim.claimed_elsewhere)
+        logger.info(
+            "%s: %d new file(s) to score; %d scored before, %d being scored by another run",
+            source.path,
+            len(claim.files),
+            len(claim.already_scored),
+            len(claim.claimed_elsewhere),
+        )
+        batch = ScoreBatch(
+            run_id, source.path, claim.files, None, on_purpose=False, skipped=skipped
+        )
+    if batch.nothing_new or source.kind == "uri_file":
         return batch
-    # Always a list, even for a whole folder: a file arriving while the step runs
-    # is then left for the next run instead of being scored but not recorded.
-    listing = "".join(f"{batch.relative(item)}\n" for item in claim.files)
-    path = file_list_path(run_id)
+    # A folder is always read through a list, on purpose too: a file arriving while
+    # the step runs is then left for the next run instead of scored but not recorded.
+    listing = "".join(f"{batch.relative(item)}\n" for item in batch.files)
+    path = score_batch_list_path(run_id)
     current = datastore.read_versioned(path)
     if current is None or current.text != listing:
         datastore.write_conditional(path, listing, etag=current.etag if current else None)

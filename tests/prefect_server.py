@@ -260,6 +260,33 @@ class PrefectServer:
         """Start a long-running command (a worker, `serve`) against this server; caller stops it."""
         return BackgroundProcess(argv, env=self.env(extra_env), log=log, cwd=cwd)
 
+    def delete_unfinished_runs(self) -> int:
+        """Delete every flow run that has not reached a final state; return how many.
+
+        Tests share this server: runs an earlier test left behind (scheduled by a
+        deployment's schedule, or created by a trigger after its worker stopped)
+        would otherwise be picked up by the next test's worker, with that test's
+        storage.
+        """
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
+        unfinished += [StateType.PAUSED, StateType.CANCELLING]
+        with self.client() as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))
+                )
+            )
+            for run in runs:
+                client.delete_flow_run(run.id)
+        return len(runs)
+
     @contextlib.contextmanager
     def client(self) -> Iterator[SyncPrefectClient]:
         """A Prefect client for this server, whatever API the test process points at."""

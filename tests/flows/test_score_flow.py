@@ -166,6 +166,10 @@ def test_a_folder_scores_only_its_new_files_once(
     forced = score(input_path="incoming", force_rerun=True)
     assert isinstance(forced, ScoreSummary)
     assert forced.predictions.rows == 5
+    # On purpose too, the step reads the listed files only: one that lands while
+    # it runs is left for the next run instead of being scored but not recorded.
+    listed = store.root / "score_batches" / forced.run_id / "files.txt"
+    assert listed.read_text().split() == ["w1.csv", "w2.csv"]
 
 
 def test_unknown_model_run_id(store: LocalDatastore, trained: TrainSummary) -> None:

@@ -142,6 +142,7 @@ def stack(
         yield Stack(prefect_server, worker, store)
     finally:
         worker.stop()
+        prefect_server.delete_unfinished_runs()
         sys.stderr.write(f"\n--- worker log (tail) ---\n{worker.log_tail(3000)}\n")
 
 

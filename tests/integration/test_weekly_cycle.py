@@ -115,6 +115,8 @@ class Cycle:
     webhook: Webhook
     # The flow runs the test created itself (the rest are the scheduler's or triggered).
     created: set[UUID] = field(default_factory=set)
+    # Runs created before this (by earlier tests on the shared server) are not this cycle's.
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def _check(result: subprocess.CompletedProcess[str], what: str) -> str:
@@ -159,6 +161,8 @@ def cycle(
         prefect_server.run_cli(["--no-prompt", "deploy", "--all"], cwd=REPO_ROOT),
         "prefect deploy --all",
     )
+    # Runs an earlier test left on the shared server must not run here, on this container.
+    prefect_server.delete_unfinished_runs()
     worker = prefect_server.start_background(
         [str(VENV_BIN / "prefect"), "worker", "start", "--pool", "somemodel-process"],
         log=workdir / "worker.log",
@@ -184,6 +188,7 @@ def cycle(
         yield Cycle(prefect_server, worker, store, webhook)
     finally:
         worker.stop()
+        prefect_server.delete_unfinished_runs()
         print(f"\n--- worker log (tail) ---\n{worker.log_tail(4000)}")
 
 
@@ -232,7 +237,10 @@ def _triggered_score_runs(cycle: Cycle) -> list[FlowRun]:
     return [
         run
         for run in runs
-        if run.id not in cycle.created and not (run.idempotency_key or "").startswith("scheduled ")
+        if run.id not in cycle.created
+        and not (run.idempotency_key or "").startswith("scheduled ")
+        and run.created is not None
+        and run.created >= cycle.started
     ]
 
 
