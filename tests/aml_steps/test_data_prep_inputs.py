@@ -244,6 +244,7 @@ def test_semicolon_file_says_what_it_found(tmp_path: Path) -> None:
 # --- 13. wide files: header checks are linear ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_wide_file_is_prepared_in_linear_time(tmp_path: Path) -> None:
     # 30,000 columns: 51 s before (two quadratic duplicate checks, pandas per column), ~6 s now.
     n = 30_000

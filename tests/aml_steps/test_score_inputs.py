@@ -154,6 +154,7 @@ def test_truncated_gzip_says_gzip(tmp_path: Path, trained_dir: Path) -> None:
         score_files(load_trained_model(trained_dir), csv, tmp_path / "pred")
 
 
+@pytest.mark.slow
 def test_header_over_256_kib_is_read(
     tmp_path: Path, trained_dir: Path, iris_df: pd.DataFrame
 ) -> None:

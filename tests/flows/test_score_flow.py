@@ -325,6 +325,7 @@ def _week(store: LocalDatastore, tmp_path: Path, folder: str, files: int = 4) ->
     return len(rows)
 
 
+@pytest.mark.slow
 def test_a_folder_is_scored_by_concurrent_shards_then_merged(
     store: LocalDatastore, trained: TrainSummary, sharded: _Timed, tmp_path: Path
 ) -> None:
@@ -363,6 +364,7 @@ def test_a_folder_is_scored_by_concurrent_shards_then_merged(
     assert _pointer(store) == pointer
 
 
+@pytest.mark.slow
 def test_a_failing_shard_fails_the_run_and_latest_stays(
     store: LocalDatastore, trained: TrainSummary, sharded: _Timed, tmp_path: Path
 ) -> None:
