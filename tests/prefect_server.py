@@ -27,9 +27,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tests.services import ServiceStartError, free_port
@@ -352,3 +354,32 @@ def prefect_server(request: pytest.FixtureRequest) -> Iterator[PrefectServer]:
         yield server
     finally:
         server.stop()
+
+
+def check_cli(result: subprocess.CompletedProcess[str], what: str) -> str:
+    """`result`'s stdout, or the test fails showing both streams' tails."""
+    if result.returncode != 0:
+        pytest.fail(
+            f"{what} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+    return result.stdout
+
+
+def wait_final(
+    server: PrefectServer,
+    worker: BackgroundProcess,
+    flow_run_id: UUID,
+    timeout: float,
+    poll: float = 0.5,
+) -> FlowRun:
+    """The flow run once it is final; the test fails if `worker` dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    with server.client() as client:
+        while time.monotonic() < deadline:
+            flow_run = client.read_flow_run(flow_run_id)
+            if flow_run.state is not None and flow_run.state.is_final():
+                return flow_run
+            if not worker.running:
+                pytest.fail(f"the worker exited:\n{worker.log_tail()}")
+            time.sleep(poll)
+    pytest.fail(f"flow run {flow_run_id} not finished after {timeout:.0f} s:\n{worker.log_tail()}")

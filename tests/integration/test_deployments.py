@@ -46,7 +46,13 @@ from deployments.serve import load_flow
 from flows.datastore.blob import BlobDatastore
 from flows.settings import Settings
 from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR
-from tests.prefect_server import VENV_BIN, BackgroundProcess, PrefectServer
+from tests.prefect_server import (
+    VENV_BIN,
+    BackgroundProcess,
+    PrefectServer,
+    check_cli,
+    wait_final,
+)
 from tests.services import Azurite
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -69,14 +75,6 @@ class Stack:
     store: BlobDatastore
 
 
-def _check(result: subprocess.CompletedProcess[str], what: str) -> str:
-    if result.returncode != 0:
-        pytest.fail(
-            f"{what} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-        )
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def stack(
     prefect_server: PrefectServer, azurite: Azurite, tmp_path_factory: pytest.TempPathFactory
@@ -90,7 +88,7 @@ def stack(
         "SOMEMODEL_BLOB_CREDENTIALS_BLOCK": BLOCK_NAME,
     }
     workdir = tmp_path_factory.mktemp("e2e")
-    out = _check(
+    out = check_cli(
         subprocess.run(
             [str(VENV_BIN / "python"), "-m", "deployments.setup"],
             cwd=workdir,
@@ -118,7 +116,7 @@ def stack(
     # A fresh clone elsewhere: deploy from it, then delete it before any run.
     clone = workdir / "clone"
     shutil.copytree(Path(__file__).resolve().parents[2], clone, ignore=COPY_IGNORE)
-    _check(
+    check_cli(
         prefect_server.run_cli(["--no-prompt", "deploy", "--all"], cwd=clone),
         "prefect deploy --all",
     )
@@ -154,26 +152,14 @@ def _run_deployment(stack: Stack, name: str, *params: str) -> subprocess.Complet
 
 
 def _created_run_id(result: subprocess.CompletedProcess[str]) -> UUID:
-    out = _check(result, "prefect deployment run")
+    out = check_cli(result, "prefect deployment run")
     match = re.search(r"UUID: ([0-9a-f-]{36})", out)
     assert match, out
     return UUID(match.group(1))
 
 
 def _wait_final(stack: Stack, flow_run_id: UUID) -> FlowRun:
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    with stack.server.client() as client:
-        while time.monotonic() < deadline:
-            flow_run = client.read_flow_run(flow_run_id)
-            if flow_run.state is not None and flow_run.state.is_final():
-                return flow_run
-            if not stack.worker.running:
-                pytest.fail(f"the worker exited:\n{stack.worker.log_tail()}")
-            time.sleep(0.5)
-    pytest.fail(
-        f"flow run {flow_run_id} not finished after {RUN_TIMEOUT_SECONDS:.0f} s:\n"
-        f"{stack.worker.log_tail()}"
-    )
+    return wait_final(stack.server, stack.worker, flow_run_id, RUN_TIMEOUT_SECONDS)
 
 
 def _logs(stack: Stack, flow_run_id: UUID) -> list[tuple[str, str]]:

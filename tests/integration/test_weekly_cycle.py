@@ -44,7 +44,13 @@ from sklearn.model_selection import train_test_split
 from flows.datastore.blob import BlobDatastore
 from flows.settings import Settings
 from tests.conftest import REPO_ROOT, SAMPLE_CSV, TEST_CACHE_DIR
-from tests.prefect_server import VENV_BIN, BackgroundProcess, PrefectServer
+from tests.prefect_server import (
+    VENV_BIN,
+    BackgroundProcess,
+    PrefectServer,
+    check_cli,
+    wait_final,
+)
 from tests.services import Azurite, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -119,14 +125,6 @@ class Cycle:
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-def _check(result: subprocess.CompletedProcess[str], what: str) -> str:
-    if result.returncode != 0:
-        pytest.fail(
-            f"{what} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-        )
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def cycle(
     prefect_server: PrefectServer,
@@ -143,7 +141,7 @@ def cycle(
         "SOMEMODEL_BLOB_CREDENTIALS_BLOCK": BLOCK,
         "SOMEMODEL_NOTIFICATION_WEBHOOK_URL": webhook.url,
     }
-    out = _check(
+    out = check_cli(
         subprocess.run(
             [str(VENV_BIN / "python"), "-m", "deployments.setup"],
             cwd=workdir,
@@ -157,7 +155,7 @@ def cycle(
     )
     assert "Seeded the default input 'raw/train'" in out, out
     assert "the automation 'somemodel-run-failed'" in out, out
-    _check(
+    check_cli(
         prefect_server.run_cli(["--no-prompt", "deploy", "--all"], cwd=REPO_ROOT),
         "prefect deploy --all",
     )
@@ -203,16 +201,7 @@ def _create_run(cycle: Cycle, name: str, when: datetime, **parameters: Any) -> U
 
 
 def _wait_final(cycle: Cycle, flow_run_id: UUID) -> FlowRun:
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    with cycle.server.client() as client:
-        while time.monotonic() < deadline:
-            flow_run = client.read_flow_run(flow_run_id)
-            if flow_run.state is not None and flow_run.state.is_final():
-                return flow_run
-            if not cycle.worker.running:
-                pytest.fail(f"the worker exited:\n{cycle.worker.log_tail()}")
-            time.sleep(2)
-    pytest.fail(f"flow run {flow_run_id} not final after {RUN_TIMEOUT_SECONDS:.0f} s")
+    return wait_final(cycle.server, cycle.worker, flow_run_id, RUN_TIMEOUT_SECONDS, poll=2)
 
 
 def _completed(cycle: Cycle, flow_run_id: UUID) -> FlowRun:
