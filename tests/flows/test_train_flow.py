@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -265,3 +265,29 @@ def test_dry_run_is_the_recipe_with_the_planning_compute(
         "${{parent.jobs.data_prep.outputs.output_dataframe_path}}"
     )
     assert (plan.folder / str(job.jobs["train"].code) / "run_train.py").is_file()
+
+
+def _future_pointer(run_id: str) -> bytes:
+    return json.dumps({"run_id": run_id, "created_at": "2099-01-01T00:00:00+00:00"}).encode()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        lambda run_id: b'\xff\xfe{"run_id": "x"}',
+        lambda run_id: b"[1, 2]",
+        lambda run_id: json.dumps({"run_id": run_id, "created_at": 1764500000}).encode(),
+        _future_pointer,
+    ],
+    ids=["not-utf8", "json-list", "number-timestamp", "future-timestamp"],
+)
+def test_a_broken_latest_pointer_is_replaced_by_the_next_promotion(
+    store: LocalDatastore, first_run: TrainSummary, broken: Callable[[str], bytes]
+) -> None:
+    model_run_id = train(input_path=SAMPLE_PATH).model.run_id
+    (store.root / "trained_models/latest.json").write_bytes(broken(model_run_id))
+    summary = train(input_path=SAMPLE_PATH)
+    assert isinstance(summary, TrainSummary)
+    assert summary.promoted
+    assert _latest(store)["run_id"] == summary.model.run_id == model_run_id
+    assert _latest(store)["created_at"] == summary.model.created_at
