@@ -20,7 +20,12 @@ from prefect.states import Completed, State
 from flows.datastore.base import Datastore, DatastoreNotFoundError
 from flows.gate import GateDecision, decide
 from flows.ledger import LedgerError, model_dir
-from flows.registry import ModelRef, download_verified_model, latest_run_id
+from flows.registry import (
+    ModelRef,
+    ModelVerificationError,
+    download_verified_model,
+    latest_run_id,
+)
 from flows.settings import Settings
 from somemodel.artifacts import HOLDOUT_FILENAME
 
@@ -81,7 +86,13 @@ def check_promotion(
     if current is not None and not force_promote:
         holdout = read_holdout(datastore, model.run_id)
         if holdout is not None:
-            current_accuracy = accuracy_on(datastore, current, holdout, target_col)
+            try:
+                current_accuracy = accuracy_on(datastore, current, holdout, target_col)
+            except ModelVerificationError as exc:
+                # A current model that no longer verifies cannot serve; keeping it
+                # would refuse every later model.
+                logger.warning("The current model cannot be compared, replacing it: %s", exc)
+                current = None
     decision = decide(
         model.accuracy,
         current_accuracy,

@@ -291,3 +291,17 @@ def test_a_broken_latest_pointer_is_replaced_by_the_next_promotion(
     assert summary.promoted
     assert _latest(store)["run_id"] == summary.model.run_id == model_run_id
     assert _latest(store)["created_at"] == summary.model.created_at
+
+
+def test_a_reused_train_step_whose_model_no_longer_verifies_runs_again(
+    store: LocalDatastore, first_run: TrainSummary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _upload(store, tmp_path, "raw/tampered.csv", SAMPLE_CSV.read_text())
+    first = train(input_path="raw/tampered.csv")
+    (store.root / f"trained_models/{first.model.run_id}/model.skops").write_bytes(b"corrupted")
+    again = train(input_path="raw/tampered.csv")
+    assert isinstance(again, TrainSummary)
+    assert [s.reused for s in again.steps] == [True, False]
+    assert again.model.run_id == again.run_id
+    assert again.promoted  # the current model no longer verifies: it cannot hold the gate
+    assert "does not match its sha256" in caplog.text
