@@ -16,8 +16,44 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 from prefect.logging.handlers import PrefectConsoleHandler
+from prefect.settings import get_current_settings
 from prefect.states import State
+
+
+class PrefectApiUnreachableError(RuntimeError):
+    """The Prefect API did not answer; the message names its URL and the settings involved."""
+
+
+def check_prefect_api(timeout_seconds: float) -> None:
+    """Fail within about `timeout_seconds` when the configured Prefect API does not answer.
+
+    Without a check, a server that accepts connections and never answers keeps
+    the command silent for minutes (Prefect's client retries each request). No
+    PREFECT_API_URL: the flow starts its own temporary server, nothing to check.
+    Any HTTP answer counts as alive; what it means is Prefect's to report.
+    """
+    settings = get_current_settings()
+    url = settings.api.url
+    if not url:
+        return
+    key = settings.api.key
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    fix = (
+        "check that the server is up and that PREFECT_API_URL points at it "
+        "(SOMEMODEL_API_CHECK_TIMEOUT_SECONDS sets how long to wait)"
+    )
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", headers=headers, timeout=timeout_seconds)
+    except httpx.TimeoutException as exc:
+        raise PrefectApiUnreachableError(
+            f"the Prefect API at {url} did not answer within {timeout_seconds:g} s: {fix}"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise PrefectApiUnreachableError(
+            f"could not reach the Prefect API at {url} ({type(exc).__name__}): {fix}"
+        ) from exc
 
 
 class _NoErrorsOrTracebacks(logging.Filter):
@@ -70,7 +106,10 @@ def result_or_raise(state: State[Any]) -> Any:
 
 
 def print_failure(exc: BaseException, state: State[Any] | None, verbose: bool) -> None:
-    """The cause on one line, then where the full log is."""
+    """The cause on one line, then where the full log is (no run: the cause alone)."""
+    if isinstance(exc, PrefectApiUnreachableError):
+        print(f"error: {exc}", file=sys.stderr)
+        return
     print(f"error: {str(exc) if verbose else one_line_cause(exc)}", file=sys.stderr)
     flow_run_id = state.state_details.flow_run_id if state is not None else None
     where = f"prefect flow-run logs {flow_run_id}" if flow_run_id else "the Prefect run's log"

@@ -19,7 +19,13 @@ from prefect.runtime import flow_run
 from pydantic import AfterValidator
 
 from flows.backends import Backends, open_backends
-from flows.cli import add_verbose_flag, print_failure, quiet_console, result_or_raise
+from flows.cli import (
+    add_verbose_flag,
+    check_prefect_api,
+    print_failure,
+    quiet_console,
+    result_or_raise,
+)
 from flows.compute.base import EnvironmentRef, StepInput, StepResult
 from flows.datastore.base import Datastore
 from flows.new_files import (
@@ -211,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     state = None
     with quiet_console(args.verbose):
         try:
+            check_prefect_api(Settings().api_check_timeout_seconds)
             if args.input_path is None:
                 seed_sample(Settings())
             state = score(

@@ -15,7 +15,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.backends import Backends, open_backends
-from flows.cli import add_verbose_flag, print_failure, quiet_console, result_or_raise
+from flows.cli import (
+    add_verbose_flag,
+    check_prefect_api,
+    print_failure,
+    quiet_console,
+    result_or_raise,
+)
 from flows.compute.base import EnvironmentRef, StepResult
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
@@ -138,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     state = None
     with quiet_console(args.verbose):
         try:
+            check_prefect_api(Settings().api_check_timeout_seconds)
             if args.input_path is None:
                 seed_sample(Settings())
             state = train(

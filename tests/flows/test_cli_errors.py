@@ -7,14 +7,16 @@ console with --verbose). Each command runs in its own process, as people run it.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.prefect_server import PrefectServer
+from tests.prefect_server import PrefectServer, clean_environment
 
 
 def _run(server: PrefectServer, tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -80,3 +82,40 @@ def test_a_step_failure_keeps_the_steps_own_error_on_the_line() -> None:
         "step score-1-score exited with code 1. Last output: "
         "error: x.csv: missing feature columns ['f2']"
     )
+
+
+@pytest.mark.parametrize("command", ["flows/train.py", "flows/score.py"])
+def test_a_prefect_api_that_never_answers_fails_in_bounded_time(
+    tmp_path: Path, command: str
+) -> None:
+    with socket.socket() as silent:
+        # Listening but never accepting: the kernel completes the handshake, then nothing.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        api_url = f"http://127.0.0.1:{silent.getsockname()[1]}/api"
+        env = clean_environment(
+            {
+                "PREFECT_API_URL": api_url,
+                "PREFECT_HOME": str(tmp_path / "prefect"),
+                "SOMEMODEL_LOCAL_DATASTORE_ROOT": str(tmp_path / "datastore"),
+                "SOMEMODEL_CACHE_DIR": str(tmp_path / "cache"),
+                "SOMEMODEL_API_CHECK_TIMEOUT_SECONDS": "3",
+            }
+        )
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, command],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert time.monotonic() - started < 60
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ")
+    assert api_url in lines[-1]
+    assert "did not answer within 3 s" in lines[-1]
+    assert "PREFECT_API_URL" in lines[-1]
