@@ -170,8 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run id:    {summary.run_id}")
     print(f"model:     {summary.model.uri}")
     print(f"accuracy:  {accuracy:.4f} (held-out)" if accuracy is not None else "accuracy: n/a")
-    print(f"promoted:  {'yes' if summary.promoted else 'no'}")
+    print(f"promoted:  {_promotion(summary)}")
     return 0
+
+
+def _promotion(summary: TrainSummary) -> str:
+    """`yes`, or `no` and why: the gate's reason, or that a newer model is latest."""
+    if summary.promoted:
+        return "yes"
+    if summary.gate is not None and not summary.gate.promote:
+        return f"no ({summary.gate.reason})"
+    return "no (trained_models/latest.json already points at a newer model: the run's log names it)"
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,18 @@ def test_a_reused_train_step_whose_model_no_longer_verifies_runs_again(
     assert again.model.run_id == again.run_id
     assert again.promoted  # the current model no longer verifies: it cannot hold the gate
     assert "does not match its sha256" in caplog.text
+
+
+def test_cli_says_why_a_model_was_not_promoted(
+    store: LocalDatastore, first_run: TrainSummary, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A pointer a little ahead of this clock (within the tolerance) still counts as newer.
+    ahead = (datetime.now(UTC) + timedelta(minutes=2)).isoformat()
+    pointer = {"run_id": first_run.run_id, "created_at": ahead}
+    (store.root / "trained_models/latest.json").write_text(json.dumps(pointer))
+    assert main(["--input-path", SAMPLE_PATH]) == 0
+    out = capsys.readouterr().out
+    assert "promoted:  no (trained_models/latest.json already points at a newer model" in out
+    (store.root / "trained_models/latest.json").write_text(
+        json.dumps({"run_id": first_run.run_id, "created_at": first_run.model.created_at})
+    )
