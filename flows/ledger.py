@@ -33,7 +33,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -45,6 +45,10 @@ from flows.scored_files import ScoredFiles
 from somemodel.artifacts import MANIFEST_FILENAME, METADATA_FILENAME, PREDICTIONS_FILENAME
 
 logger = logging.getLogger(__name__)
+
+# A pointer's created_at further ahead of this machine's clock than this was
+# written by a skewed clock: it would outrank every later run, so it is replaced.
+FUTURE_TOLERANCE = timedelta(minutes=5)
 
 # --- layout ---------------------------------------------------------------------------------
 
@@ -127,6 +131,11 @@ class LedgerError(ValueError):
 
 
 def _parse_object(text: str, source: str) -> dict[str, Any]:
+    try:
+        # The datastores decode with surrogateescape, so bytes that are not UTF-8 reach here.
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LedgerError(f"{source} is not UTF-8 text (byte {exc.start})") from exc
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -211,6 +220,22 @@ class LatestPointer:
         return cls(str(run_id), created_at if isinstance(created_at, str) else "", record)
 
 
+def parse_time(value: object) -> datetime | None:
+    """An ISO 8601 timestamp as an aware datetime (no offset: UTC); None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    shown = text if len(text) <= limit else text[:limit] + "..."
+    return repr(shown)
+
+
 class Promotable(Protocol):
     """What a `latest.json` pointer can point at: a run, ordered by its creation time."""
 
@@ -292,7 +317,15 @@ class RunLedger:
         current = self.datastore.read_versioned(path)
         if current is None:
             return None
-        return LatestPointer.from_json(current.text, f"{path} in the {self.datastore.describe()}")
+        try:
+            return LatestPointer.from_json(
+                current.text, f"{path} in the {self.datastore.describe()}"
+            )
+        except LedgerError as exc:
+            fix = "python flows/train.py" if root == MODELS_ROOT else "python flows/score.py"
+            raise LedgerError(
+                f"{exc}; the next promotion replaces it ({fix}), or delete the file"
+            ) from exc
 
     @retry(
         retry=retry_if_exception_type(PreconditionFailedError),
@@ -312,9 +345,10 @@ class RunLedger:
             try:
                 pointed = LatestPointer.from_json(current.text, path)
             except LedgerError as exc:
-                logger.warning("Replacing %s: %s", path, exc)
+                # A broken pointer must not block every later promotion: replace it.
+                logger.warning("Replacing %s: %s; it held %s", path, exc, _excerpt(current.text))
             else:
-                if pointed.created_at > candidate.created_at:
+                if _outranks(path, pointed, candidate):
                     logger.info(
                         "Not promoting %s: %s already points at the newer %s",
                         candidate.run_id,
@@ -329,3 +363,39 @@ class RunLedger:
         )
         logger.info("Promoted %s: %s now points at it", candidate.run_id, path)
         return True
+
+
+def _outranks(path: str, pointed: LatestPointer, candidate: Promotable) -> bool:
+    """True when `pointed` names a run newer than `candidate`.
+
+    Times compare as times (offsets honoured), not as text. A pointer whose
+    created_at is not a timestamp, or lies more than FUTURE_TOLERANCE ahead of
+    this machine's clock (a skewed clock would otherwise outrank every later
+    run, and each would end "not promoted"), does not outrank: it is replaced,
+    with a warning naming it.
+    """
+    raw = pointed.record.get("created_at")
+    pointed_at = parse_time(raw)
+    if pointed_at is None:
+        logger.warning(
+            "Replacing %s: its created_at %r (run %s) is not an ISO 8601 timestamp",
+            path,
+            raw,
+            pointed.run_id,
+        )
+        return False
+    now = datetime.now(UTC)
+    if pointed_at > now + FUTURE_TOLERANCE:
+        logger.warning(
+            "Replacing %s: its created_at %s (run %s) is in the future (this machine's clock "
+            "says %s; was it written by a machine with a skewed clock?)",
+            path,
+            raw,
+            pointed.run_id,
+            now.isoformat(timespec="seconds"),
+        )
+        return False
+    candidate_at = parse_time(candidate.created_at)
+    if candidate_at is None:
+        return pointed.created_at > candidate.created_at
+    return pointed_at > candidate_at

@@ -19,8 +19,13 @@ from prefect.states import Completed, State
 
 from flows.datastore.base import Datastore, DatastoreNotFoundError
 from flows.gate import GateDecision, decide
-from flows.ledger import model_dir
-from flows.registry import ModelRef, download_verified_model, latest_run_id
+from flows.ledger import LedgerError, model_dir
+from flows.registry import (
+    ModelRef,
+    ModelVerificationError,
+    download_verified_model,
+    latest_run_id,
+)
 from flows.settings import Settings
 from somemodel.artifacts import HOLDOUT_FILENAME
 
@@ -66,7 +71,14 @@ def check_promotion(
     force_promote: bool = False,
 ) -> GateDecision:
     """Compare the new model with the current latest on the new held-out rows; decide."""
-    current = latest_run_id(datastore)
+    logger = get_run_logger()
+    try:
+        current = latest_run_id(datastore)
+    except LedgerError as exc:
+        # A broken pointer must not block every later promotion: there is no
+        # current model to compare with, and promoting replaces the pointer.
+        logger.warning("No current model to compare with: %s; promoting replaces it", exc)
+        current = None
     if current == model.run_id:
         # A reused or resumed run: its model is the current one already.
         return GateDecision(True, "this model is the current one already", model.accuracy)
@@ -74,7 +86,13 @@ def check_promotion(
     if current is not None and not force_promote:
         holdout = read_holdout(datastore, model.run_id)
         if holdout is not None:
-            current_accuracy = accuracy_on(datastore, current, holdout, target_col)
+            try:
+                current_accuracy = accuracy_on(datastore, current, holdout, target_col)
+            except ModelVerificationError as exc:
+                # A current model that no longer verifies cannot serve; keeping it
+                # would refuse every later model.
+                logger.warning("The current model cannot be compared, replacing it: %s", exc)
+                current = None
     decision = decide(
         model.accuracy,
         current_accuracy,
@@ -83,7 +101,6 @@ def check_promotion(
         min_accuracy=settings.min_accuracy,
         force=force_promote,
     )
-    logger = get_run_logger()
     (logger.info if decision.promote else logger.warning)("Gate: %s", decision.state_message)
     return decision
 

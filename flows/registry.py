@@ -197,8 +197,9 @@ def resolve_model_run_id(datastore: Datastore, selector: str) -> str:
         run_id = latest_run_id(datastore)
     except LedgerError as exc:
         raise NoModelError(
-            f"{path} is not a valid pointer ({exc}); run the train flow again, or pass "
-            "model=<training run id>"
+            f"{path} is not a valid pointer ({exc}); run the train flow again "
+            "(python flows/train.py), whose promotion replaces it, or pass "
+            "model=<training run id> (--model on the command line)"
         ) from exc
     if run_id is None:
         raise NoModelError(

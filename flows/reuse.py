@@ -15,14 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from flows.compute.base import EnvironmentRef, StepResult, StepSpec
-from flows.datastore.base import Datastore
+from flows.datastore.base import Datastore, DatastoreNotFoundError
 from flows.datastore.transfer import resolve_input
 from flows.ledger import ReuseRecord, RunLedger, is_ledger_file
+from somemodel.artifacts import METADATA_FILENAME, ArtifactError, ModelMetadata, sha256_of_file
 
 # Parameters that name the run rather than shape the output.
 _RUN_PARAMS = frozenset({"run_id"})
@@ -75,6 +77,16 @@ def find_reusable(datastore: Datastore, spec: StepSpec, key: str) -> StepResult 
     if not all(datastore.list_files(path) for path in earlier.outputs.values()):
         logger.warning("Step %s: the outputs recorded for reuse are gone; running it", spec.step)
         return None
+    broken = broken_model_output(datastore, earlier.outputs)
+    if broken is not None:
+        # Reusing it would fail verification on every run until --force-rerun.
+        logger.warning(
+            "Step %s: not reusing the outputs of run %s: %s; running it again",
+            spec.step,
+            earlier.run_id,
+            broken,
+        )
+        return None
     return StepResult(
         step=spec.step,
         job_name=earlier.job_name,
@@ -84,6 +96,37 @@ def find_reusable(datastore: Datastore, spec: StepSpec, key: str) -> StepResult 
         reused=True,
         run_id=earlier.run_id,
     )
+
+
+def broken_model_output(datastore: Datastore, outputs: Mapping[str, str]) -> str | None:
+    """Why an output folder holding a model (its `metadata.json`) cannot be reused, or None.
+
+    The model file must still match the sha256 its metadata records; a folder
+    without a metadata file (data prep's, the predictions') is not checked here.
+    """
+    for folder in outputs.values():
+        metadata_path = f"{folder}/{METADATA_FILENAME}"
+        versioned = datastore.read_versioned(metadata_path)
+        if versioned is None:
+            continue
+        try:
+            metadata = ModelMetadata.from_json(versioned.text, repr(metadata_path))
+        except ArtifactError as exc:
+            return str(exc)
+        model_path = f"{folder}/{metadata.model_file}"
+        with tempfile.TemporaryDirectory(prefix="reuse-") as tmp:
+            local = Path(tmp) / metadata.model_file
+            try:
+                datastore.download_file(model_path, local)
+            except DatastoreNotFoundError:
+                return f"{model_path} is missing"
+            actual = sha256_of_file(local)
+        if actual != metadata.model_sha256:
+            return (
+                f"{model_path} does not match its sha256 in {METADATA_FILENAME} "
+                f"({actual[:12]}... instead of {metadata.model_sha256[:12]}...)"
+            )
+    return None
 
 
 def record(datastore: Datastore, spec: StepSpec, key: str, result: StepResult) -> None:

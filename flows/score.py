@@ -19,6 +19,13 @@ from prefect.runtime import flow_run
 from pydantic import AfterValidator
 
 from flows.backends import Backends, open_backends
+from flows.cli import (
+    add_verbose_flag,
+    check_prefect_api,
+    print_failure,
+    quiet_console,
+    result_or_raise,
+)
 from flows.compute.base import EnvironmentRef, StepInput, StepResult
 from flows.datastore.base import Datastore
 from flows.new_files import (
@@ -205,20 +212,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="score again even if the same input was scored with the same model before",
     )
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        if args.input_path is None:
-            seed_sample(Settings())
-        summary = score(
-            input_path=args.input_path or SAMPLE_PATH,
-            model=args.model,
-            id_column=args.id_column,
-            run_id=args.run_id,
-            force_rerun=args.force_rerun,
-        )
-    except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    state = None
+    with quiet_console(args.verbose):
+        try:
+            check_prefect_api(Settings().api_check_timeout_seconds)
+            if args.input_path is None:
+                seed_sample(Settings())
+            state = score(
+                input_path=args.input_path or SAMPLE_PATH,
+                model=args.model,
+                id_column=args.id_column,
+                run_id=args.run_id,
+                force_rerun=args.force_rerun,
+                return_state=True,
+            )
+            summary = result_or_raise(state)
+        except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
+            print_failure(exc, state, args.verbose)
+            return 1
     if isinstance(summary, NothingNew):
         print(f"run id:      {summary.run_id}")
         print(f"nothing new: all {summary.already_scored} CSV file(s) were scored before")

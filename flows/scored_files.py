@@ -99,11 +99,12 @@ class ScoredFiles:
         if current is None:
             return {}, None
         try:
+            current.text.encode("utf-8")  # read with surrogateescape: refuse non-UTF-8 here
             index = json.loads(current.text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeEncodeError) as exc:
             raise ScoredFilesError(
-                f"{self.path!r} in the {self.datastore.describe()} is not valid JSON ({exc}): "
-                "restore it from a backup, or delete it to score every file again"
+                f"{self.path!r} in the {self.datastore.describe()} is not valid UTF-8 JSON "
+                f"({exc}): restore it from a backup, or delete it to score every file again"
             ) from exc
         files = index.get("files") if isinstance(index, dict) else None
         if not isinstance(files, dict):

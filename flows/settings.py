@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     local_datastore_root: Path = REPO_ROOT / ".datastore"
     cache_dir: Path = REPO_ROOT / ".cache"
     step_timeout_seconds: float = Field(default=3600, gt=0)
+    # How long the command lines wait for the Prefect API's health check before
+    # failing (a server that accepts connections and never answers).
+    api_check_timeout_seconds: float = Field(default=20, gt=0)
     # Where `--dry-run` writes a run's AML environment and job definitions.
     plan_dir: Path = REPO_ROOT / "plans"
 

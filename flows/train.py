@@ -15,6 +15,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.backends import Backends, open_backends
+from flows.cli import (
+    add_verbose_flag,
+    check_prefect_api,
+    print_failure,
+    quiet_console,
+    result_or_raise,
+)
 from flows.compute.base import EnvironmentRef, StepResult
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
@@ -132,21 +139,27 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="promote the verified model even if the promotion gate would keep the current one",
     )
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    try:
-        if args.input_path is None:
-            seed_sample(Settings())
-        summary = train(
-            input_path=args.input_path or SAMPLE_PATH,
-            target_col=args.target_col,
-            run_id=args.run_id,
-            force_rerun=args.force_rerun,
-            dry_run=args.dry_run,
-            force_promote=args.force_promote,
-        )
-    except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    state = None
+    with quiet_console(args.verbose):
+        try:
+            check_prefect_api(Settings().api_check_timeout_seconds)
+            if args.input_path is None:
+                seed_sample(Settings())
+            state = train(
+                input_path=args.input_path or SAMPLE_PATH,
+                target_col=args.target_col,
+                run_id=args.run_id,
+                force_rerun=args.force_rerun,
+                dry_run=args.dry_run,
+                force_promote=args.force_promote,
+                return_state=True,
+            )
+            summary = result_or_raise(state)
+        except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
+            print_failure(exc, state, args.verbose)
+            return 1
     if not isinstance(summary, TrainSummary):
         print(f"run id:    {summary.run_id} (dry run: nothing uploaded or submitted)")
         print(f"plan:      {summary.folder}")
@@ -157,8 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run id:    {summary.run_id}")
     print(f"model:     {summary.model.uri}")
     print(f"accuracy:  {accuracy:.4f} (held-out)" if accuracy is not None else "accuracy: n/a")
-    print(f"promoted:  {'yes' if summary.promoted else 'no'}")
+    print(f"promoted:  {_promotion(summary)}")
     return 0
+
+
+def _promotion(summary: TrainSummary) -> str:
+    """`yes`, or `no` and why: the gate's reason, or that a newer model is latest."""
+    if summary.promoted:
+        return "yes"
+    if summary.gate is not None and not summary.gate.promote:
+        return f"no ({summary.gate.reason})"
+    return "no (trained_models/latest.json already points at a newer model: the run's log names it)"
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import collections
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,18 @@ class LocalCompute:
         root.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(root.with_name(f".lock-{root.name}")):
             reused = (root / _READY).is_file()
+            if reused:
+                problem = environment_problem(spec, root)
+                if problem is not None:
+                    # Marked ready but broken (a package removed, the interpreter gone):
+                    # reusing it would fail every step that runs in it.
+                    self.log.warning(
+                        "Local environment %s@%s is marked ready but %s; rebuilding it",
+                        spec.name,
+                        spec.version,
+                        problem,
+                    )
+                    reused = False
             if reused:
                 self.log.info("Reusing local environment %s@%s", spec.name, spec.version)
             else:
@@ -281,6 +294,62 @@ class LocalCompute:
             (o.path for o in spec.outputs),
             CompletionMarker(spec.job_name, environment.id, duration),
         )
+
+
+# Run by the environment's own python: each pinned distribution is installed at
+# its pinned version. Prints what is wrong, one problem a line.
+_CHECK_PINS = """
+import sys
+from importlib import metadata
+for requirement in sys.argv[1:]:
+    name, _, wanted = requirement.partition("==")
+    try:
+        have = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        print(f"{name} is not installed")
+        continue
+    if wanted and have != wanted:
+        print(f"{name} is {have}, not {wanted}")
+"""
+ENV_CHECK_TIMEOUT_SECONDS = 120
+
+
+def environment_problem(spec: EnvironmentSpec, root: Path) -> str | None:
+    """What is wrong with the built environment at `root`, or None when it can be reused.
+
+    Its python must run, every pinned package and the wheel's distribution must be
+    installed at their versions, and `uv pip check` must find their dependencies.
+    """
+    python = root / "bin" / "python"
+    name, version = spec.wheel.filename.split("-")[:2]
+    pins = [re.split(r"[\s;\[<>!~]", p, maxsplit=1)[0] for p in spec.pip_packages]
+    try:
+        checked = subprocess.run(
+            [str(python), "-c", _CHECK_PINS, *pins, f"{name}=={version}"],
+            capture_output=True,
+            text=True,
+            timeout=ENV_CHECK_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"its python does not run ({exc})"
+    if checked.returncode != 0:
+        return f"its python does not run (exit {checked.returncode}: {checked.stderr[-500:]})"
+    if checked.stdout.strip():
+        return "; ".join(checked.stdout.split("\n")).strip("; ")
+    try:
+        deps = subprocess.run(
+            [find_uv_bin(), "pip", "check", "--python", str(python)],
+            capture_output=True,
+            text=True,
+            timeout=ENV_CHECK_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`uv pip check` could not run ({exc})"
+    if deps.returncode != 0:
+        return f"`uv pip check` failed: {(deps.stdout + deps.stderr).strip()[-500:]}"
+    return None
 
 
 def _run_tool(argv: list[str]) -> None:

@@ -253,7 +253,9 @@ class BlobDatastore:
                     raise
                 return None
         etag = downloader.properties.etag
-        return Versioned(text=data.decode("utf-8"), etag=etag)
+        # surrogateescape: a file that is not UTF-8 still comes with its version tag, so the
+        # caller can refuse it by name and replace it conditionally.
+        return Versioned(text=data.decode("utf-8", "surrogateescape"), etag=etag)
 
     @_retry_throttled
     def write_conditional(self, path: str, text: str, *, etag: str | None) -> None:

@@ -99,7 +99,9 @@ class LocalDatastore:
         # holding the tag from before a same-content write must lose the race.
         digest = hashlib.sha256(data).hexdigest()
         etag = f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{digest[:32]}"
-        return Versioned(text=data.decode("utf-8"), etag=etag)
+        # surrogateescape: a file that is not UTF-8 still comes with its version tag, so the
+        # caller can refuse it by name and replace it conditionally.
+        return Versioned(text=data.decode("utf-8", "surrogateescape"), etag=etag)
 
     def write_conditional(self, path: str, text: str, *, etag: str | None) -> None:
         target = self._resolve(path)

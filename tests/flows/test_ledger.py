@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,60 @@ def test_a_broken_pointer_is_refused_on_read_and_replaced_on_promote(
     pointer = ledger.latest("trained_models")
     assert pointer is not None
     assert pointer.run_id == "train-a"
+
+
+# --- pointers that must not stick (issue 16, class 6) -----------------------------------------
+
+
+def _now_plus(minutes: float) -> str:
+    return (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat()
+
+
+@pytest.mark.parametrize("root", ["trained_models", "predictions"])
+def test_a_pointer_that_is_not_utf8_is_named_on_read_and_replaced_on_promote(
+    ledger: RunLedger, store: LocalDatastore, root: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    (store.root / root).mkdir(parents=True)
+    (store.root / root / "latest.json").write_bytes(b'\xff\xfe{"run_id": "train-x"}')
+    with pytest.raises(LedgerError, match=rf"{root}/latest.json .*not UTF-8"):
+        ledger.latest(root)
+    assert ledger.promote(root, Run("train-a", _now_plus(0)))
+    pointer = ledger.latest(root)
+    assert pointer is not None
+    assert pointer.run_id == "train-a"
+    assert f"Replacing {root}/latest.json" in caplog.text
+
+
+@pytest.mark.parametrize("created_at", ["5", "null", '"yesterday"', '["2026-11-22"]'])
+def test_a_pointer_without_a_timestamp_is_replaced_with_a_warning(
+    ledger: RunLedger, store: LocalDatastore, created_at: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = f'{{"run_id": "train-old", "created_at": {created_at}}}'
+    store.write_conditional("predictions/latest.json", text, etag=None)
+    assert ledger.promote("predictions", Run("train-a", "2026-11-22T10:00:00+00:00"))
+    assert "predictions/latest.json" in caplog.text
+    assert "created_at" in caplog.text
+    assert "train-old" in caplog.text
+
+
+def test_a_pointer_from_the_future_is_suspect_and_replaced(
+    ledger: RunLedger, store: LocalDatastore, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert ledger.promote("trained_models", Run("train-skewed", _now_plus(60 * 24)))
+    assert ledger.promote("trained_models", Run("train-a", _now_plus(0)))
+    pointer = ledger.latest("trained_models")
+    assert pointer is not None
+    assert pointer.run_id == "train-a"
+    assert "in the future" in caplog.text
+    assert "train-skewed" in caplog.text
+
+
+def test_a_pointer_a_little_ahead_still_counts_as_newer(ledger: RunLedger) -> None:
+    assert ledger.promote("trained_models", Run("train-b", _now_plus(2)))
+    assert not ledger.promote("trained_models", Run("train-a", _now_plus(0)))
+
+
+def test_timestamps_compare_as_times_not_text(ledger: RunLedger) -> None:
+    # 11:00 in UTC+02:00 is 09:00 UTC: earlier than 10:00 UTC, though it sorts after as text.
+    assert ledger.promote("trained_models", Run("train-b", "2026-11-22T11:00:00+02:00"))
+    assert ledger.promote("trained_models", Run("train-a", "2026-11-22T10:00:00+00:00"))

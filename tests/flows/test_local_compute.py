@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from uv import find_uv_bin
 
 from flows.compute.base import (
     EnvironmentRef,
@@ -187,3 +189,38 @@ def test_fan_out_failure_stops_the_other_steps(
     # The compute works again afterwards, and a lone failure is not "stopped".
     with pytest.raises(StepFailedError, match="exited with code 1"):
         compute.run_step(bad, environment)
+
+
+def test_a_ready_environment_missing_a_package_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = LocalDatastore(tmp_path / "store")
+    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
+    store.upload_file(wheel.local_path, wheel.datastore_path)
+    settings = Settings()
+    spec = EnvironmentSpec("heal-env", settings.base_image, settings.pip_packages, wheel)
+    compute = LocalCompute(store, tmp_path / "cache")
+    built = compute.prepare_environment(spec)
+    python = f"{built.location}/bin/python"
+    uninstall = [find_uv_bin(), "pip", "uninstall", "--quiet", "--python", python, "joblib"]
+    subprocess.run(uninstall, check=True)
+    again = compute.prepare_environment(spec)
+    assert not again.reused
+    assert "joblib is not installed" in caplog.text
+    subprocess.run([python, "-c", "import joblib, somemodel"], check=True)
+    assert compute.prepare_environment(spec).reused
+
+
+def test_a_ready_environment_whose_python_is_gone_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = LocalDatastore(tmp_path / "store")
+    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
+    store.upload_file(wheel.local_path, wheel.datastore_path)
+    settings = Settings()
+    spec = EnvironmentSpec("heal-env", settings.base_image, settings.pip_packages, wheel)
+    compute = LocalCompute(store, tmp_path / "cache")
+    built = compute.prepare_environment(spec)
+    (Path(built.location) / "bin" / "python").unlink()
+    assert not compute.prepare_environment(spec).reused
+    assert "does not run" in caplog.text

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,58 @@ def test_dry_run_is_the_recipe_with_the_planning_compute(
         "${{parent.jobs.data_prep.outputs.output_dataframe_path}}"
     )
     assert (plan.folder / str(job.jobs["train"].code) / "run_train.py").is_file()
+
+
+def _future_pointer(run_id: str) -> bytes:
+    return json.dumps({"run_id": run_id, "created_at": "2099-01-01T00:00:00+00:00"}).encode()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        lambda run_id: b'\xff\xfe{"run_id": "x"}',
+        lambda run_id: b"[1, 2]",
+        lambda run_id: json.dumps({"run_id": run_id, "created_at": 1764500000}).encode(),
+        _future_pointer,
+    ],
+    ids=["not-utf8", "json-list", "number-timestamp", "future-timestamp"],
+)
+def test_a_broken_latest_pointer_is_replaced_by_the_next_promotion(
+    store: LocalDatastore, first_run: TrainSummary, broken: Callable[[str], bytes]
+) -> None:
+    model_run_id = train(input_path=SAMPLE_PATH).model.run_id
+    (store.root / "trained_models/latest.json").write_bytes(broken(model_run_id))
+    summary = train(input_path=SAMPLE_PATH)
+    assert isinstance(summary, TrainSummary)
+    assert summary.promoted
+    assert _latest(store)["run_id"] == summary.model.run_id == model_run_id
+    assert _latest(store)["created_at"] == summary.model.created_at
+
+
+def test_a_reused_train_step_whose_model_no_longer_verifies_runs_again(
+    store: LocalDatastore, first_run: TrainSummary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _upload(store, tmp_path, "raw/tampered.csv", SAMPLE_CSV.read_text())
+    first = train(input_path="raw/tampered.csv")
+    (store.root / f"trained_models/{first.model.run_id}/model.skops").write_bytes(b"corrupted")
+    again = train(input_path="raw/tampered.csv")
+    assert isinstance(again, TrainSummary)
+    assert [s.reused for s in again.steps] == [True, False]
+    assert again.model.run_id == again.run_id
+    assert again.promoted  # the current model no longer verifies: it cannot hold the gate
+    assert "does not match its sha256" in caplog.text
+
+
+def test_cli_says_why_a_model_was_not_promoted(
+    store: LocalDatastore, first_run: TrainSummary, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A pointer a little ahead of this clock (within the tolerance) still counts as newer.
+    ahead = (datetime.now(UTC) + timedelta(minutes=2)).isoformat()
+    pointer = {"run_id": first_run.run_id, "created_at": ahead}
+    (store.root / "trained_models/latest.json").write_text(json.dumps(pointer))
+    assert main(["--input-path", SAMPLE_PATH]) == 0
+    out = capsys.readouterr().out
+    assert "promoted:  no (trained_models/latest.json already points at a newer model" in out
+    (store.root / "trained_models/latest.json").write_text(
+        json.dumps({"run_id": first_run.run_id, "created_at": first_run.model.created_at})
+    )
