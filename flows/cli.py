@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +20,8 @@ import httpx
 from prefect.logging.handlers import PrefectConsoleHandler
 from prefect.settings import get_current_settings
 from prefect.states import State
+
+from flows.settings import Settings
 
 
 class PrefectApiUnreachableError(RuntimeError):
@@ -98,6 +100,23 @@ def quiet_console(verbose: bool) -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
+
+
+def run_flow(start: Callable[[], State[Any]], verbose: bool) -> tuple[bool, Any]:
+    """Run a flow for a CLI: `(True, its result)`, or `(False, None)` after one printed line.
+
+    Checks the Prefect API first (bounded by SOMEMODEL_API_CHECK_TIMEOUT_SECONDS),
+    then calls `start()`, which starts the flow with `return_state=True`.
+    """
+    state = None
+    with quiet_console(verbose):
+        try:
+            check_prefect_api(Settings().api_check_timeout_seconds)
+            state = start()
+            return True, result_or_raise(state)
+        except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
+            print_failure(exc, state, verbose)
+            return False, None
 
 
 def result_or_raise(state: State[Any]) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -19,13 +19,7 @@ from prefect.runtime import flow_run
 from pydantic import AfterValidator
 
 from flows.backends import Backends, open_backends
-from flows.cli import (
-    add_verbose_flag,
-    check_prefect_api,
-    print_failure,
-    quiet_console,
-    result_or_raise,
-)
+from flows.cli import add_verbose_flag, run_flow
 from flows.compute.base import EnvironmentRef, StepInput, StepResult
 from flows.datastore.base import Datastore
 from flows.new_files import (
@@ -214,24 +208,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    state = None
-    with quiet_console(args.verbose):
-        try:
-            check_prefect_api(Settings().api_check_timeout_seconds)
-            if args.input_path is None:
-                seed_sample(Settings())
-            state = score(
-                input_path=args.input_path or SAMPLE_PATH,
-                model=args.model,
-                id_column=args.id_column,
-                run_id=args.run_id,
-                force_rerun=args.force_rerun,
-                return_state=True,
-            )
-            summary = result_or_raise(state)
-        except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
-            print_failure(exc, state, args.verbose)
-            return 1
+
+    def start() -> Any:
+        if args.input_path is None:
+            seed_sample(Settings())
+        return score(
+            input_path=args.input_path or SAMPLE_PATH,
+            model=args.model,
+            id_column=args.id_column,
+            run_id=args.run_id,
+            force_rerun=args.force_rerun,
+            return_state=True,
+        )
+
+    ok, summary = run_flow(start, args.verbose)
+    if not ok:
+        return 1
     if isinstance(summary, NothingNew):
         print(f"run id:      {summary.run_id}")
         print(f"nothing new: all {summary.already_scored} CSV file(s) were scored before")

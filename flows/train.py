@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.backends import Backends, open_backends
-from flows.cli import (
-    add_verbose_flag,
-    check_prefect_api,
-    print_failure,
-    quiet_console,
-    result_or_raise,
-)
+from flows.cli import add_verbose_flag, run_flow
 from flows.compute.base import EnvironmentRef, StepResult
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
@@ -141,25 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    state = None
-    with quiet_console(args.verbose):
-        try:
-            check_prefect_api(Settings().api_check_timeout_seconds)
-            if args.input_path is None:
-                seed_sample(Settings())
-            state = train(
-                input_path=args.input_path or SAMPLE_PATH,
-                target_col=args.target_col,
-                run_id=args.run_id,
-                force_rerun=args.force_rerun,
-                dry_run=args.dry_run,
-                force_promote=args.force_promote,
-                return_state=True,
-            )
-            summary = result_or_raise(state)
-        except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
-            print_failure(exc, state, args.verbose)
-            return 1
+
+    def start() -> Any:
+        if args.input_path is None:
+            seed_sample(Settings())
+        return train(
+            input_path=args.input_path or SAMPLE_PATH,
+            target_col=args.target_col,
+            run_id=args.run_id,
+            force_rerun=args.force_rerun,
+            dry_run=args.dry_run,
+            force_promote=args.force_promote,
+            return_state=True,
+        )
+
+    ok, summary = run_flow(start, args.verbose)
+    if not ok:
+        return 1
     if not isinstance(summary, TrainSummary):
         print(f"run id:    {summary.run_id} (dry run: nothing uploaded or submitted)")
         print(f"plan:      {summary.folder}")
