@@ -84,7 +84,9 @@ def test_trains_from_blob_and_writes_the_model_blob(
 def test_racing_promotions_keep_latest_valid_and_the_newest_wins(
     store: BlobDatastore, first_run: TrainSummary
 ) -> None:
-    base = datetime.now(UTC) + timedelta(days=1)
+    # Newer than the first run, and never more than seconds ahead of the clock: a
+    # pointer minutes in the future is suspect (a skewed clock) and gets replaced.
+    base = datetime.now(UTC)
     reads: list[str] = []
     done = threading.Event()
 
@@ -102,7 +104,7 @@ def test_racing_promotions_keep_latest_valid_and_the_newest_wins(
                 replace(
                     first_run.model,
                     run_id=f"race-{round_}-{which}",
-                    created_at=(base + timedelta(minutes=2 * round_ + offset)).isoformat(),
+                    created_at=(base + timedelta(seconds=2 * round_ + offset)).isoformat(),
                 )
                 for which, offset in (("older", 0), ("newer", 1))
             )
