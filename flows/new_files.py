@@ -28,7 +28,6 @@ from flows.compute.base import StepInput, StepSpec
 from flows.datastore.base import Datastore
 from flows.ledger import RunLedger, score_batch_list_path
 from flows.scored_files import Claim, InputFile, ScoredFiles
-from flows.scoring import check_score_input
 from flows.settings import Settings
 
 
@@ -100,11 +99,13 @@ def claim_new_files(
     settings: Settings,
     run_id: str,
     source: StepInput,
+    csv_files: list[str],
     force_rerun: bool = False,
 ) -> ScoreBatch:
-    """The CSVs this run scores: the folder's new ones, claimed; or all, on purpose."""
+    """The CSVs this run scores of `csv_files` (the input's, as `check_score_input` listed
+    them): the folder's new ones, claimed; or all, on purpose.
+    """
     logger = get_run_logger()
-    _, csv_files = check_score_input(datastore, source.path)
     files = [InputFile(path, datastore.fingerprint(path)) for path in csv_files]
     on_purpose = force_rerun or source.kind == "uri_file"
     if on_purpose:

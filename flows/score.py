@@ -58,13 +58,13 @@ ModelSelector = Annotated[str, AfterValidator(check_model_selector)]
 
 
 @task(cache_policy=NO_CACHE)
-def check_csv_input(datastore: Datastore, input_path: str) -> tuple[StepInput, int]:
-    """The step input for `input_path` and its number of CSV files; a folder without a CSV is
+def check_csv_input(datastore: Datastore, input_path: str) -> tuple[StepInput, list[str]]:
+    """The step input for `input_path` and its CSV files; a folder without a CSV is
     refused before any model is loaded.
     """
     source, files = check_score_input(datastore, input_path)
     get_run_logger().info("Input %s: %s with %d CSV file(s)", input_path, source.kind, len(files))
-    return source, len(files)
+    return source, files
 
 
 @task(cache_policy=NO_CACHE)
@@ -156,8 +156,8 @@ def score(
     backends = open_backends(Settings(), get_run_logger())
     datastore = backends.datastore
 
-    source, _ = check_csv_input(datastore, input_path)
-    batch = claim_new_files(datastore, backends.settings, run_id, source, force_rerun)
+    source, csv_files = check_csv_input(datastore, input_path)
+    batch = claim_new_files(datastore, backends.settings, run_id, source, csv_files, force_rerun)
     if batch.nothing_new:
         return report_nothing_new(batch)
     model_run_id = resolve_model(datastore, model)
