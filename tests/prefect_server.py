@@ -320,6 +320,20 @@ def running_prefect_server(home: Path) -> Iterator[PrefectServer]:
 _SESSION_SERVER = pytest.StashKey[PrefectServer]()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (`timeout`, a cancelled CI job) ends the session like Ctrl-C does.
+
+    pytest then tears the session down, stopping the servers, workers and
+    Azurite it started; by default SIGTERM would kill pytest alone and leave
+    them running.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Launch the session's server now if a test will use it: it boots while others run."""
     if session.config.option.collectonly or not any(

@@ -2,7 +2,9 @@
 
 docs/score.md promises one line: the default output ends with the cause and
 where to look, without tracebacks (they go to the run's log, or to the
-console with --verbose). Each command runs in its own process, as people run it.
+console with --verbose). Each command runs in its own process, as people run it,
+so those tests are `slow` (about 10 s each: a Python start-up with Prefect's
+imports); the fast tier keeps the pure ones.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def _run(server: PrefectServer, tmp_path: Path, *argv: str) -> subprocess.Comple
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("argv", "cause"),
     [
@@ -61,6 +64,7 @@ def test_a_failed_run_ends_withone_line_cause_and_no_traceback(
     assert "prefect flow-run logs" in lines[-1]
 
 
+@pytest.mark.slow
 def test_verbose_keeps_the_tracebacks(prefect_server: PrefectServer, tmp_path: Path) -> None:
     result = _run(
         prefect_server, tmp_path, "flows/train.py", "--input-path", "raw/missing.csv", "--verbose"
@@ -84,6 +88,7 @@ def test_a_step_failure_keeps_the_steps_own_error_on_the_line() -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["flows/train.py", "flows/score.py"])
 def test_a_prefect_api_that_never_answers_fails_in_bounded_time(
     tmp_path: Path, command: str
