@@ -273,20 +273,6 @@ def test_cli_run_trains_verifies_and_promotes_the_run_id_named_model(
         time.sleep(1)
 
 
-def test_missing_input_fails_with_the_path_and_latest_stays(stack: Stack, trained: FlowRun) -> None:
-    latest_before = _latest(stack.store)
-    flow_run_id = _created_run_id(_run_deployment(stack, TRAIN, "input_path=raw/missing.csv"))
-    flow_run = _wait_final(stack, flow_run_id)
-    assert flow_run.state is not None
-    assert flow_run.state.type == StateType.FAILED
-    # The state message is what the UI shows on the run: it names the input and the fix.
-    message = flow_run.state.message or ""
-    assert "input 'raw/missing.csv' does not exist" in message, message
-    assert "give an existing file" in message
-    assert _latest(stack.store) == latest_before
-    assert not stack.store.list_files(f"prepared_dataframes/{flow_run.name}")
-
-
 def test_unsafe_input_path_is_rejected_before_anything_runs(stack: Stack, trained: FlowRun) -> None:
     """Refused by the server's parameter schema, or at the latest by the flow's validation.
 

@@ -8,10 +8,12 @@ through the API at given scheduled times, as the schedules would:
   which scores the seeded CSV;
 - week 2: two new CSVs arrive; two scoring runs started together score each
   of them exactly once between them, and nothing else;
-- week 3: nothing new: a scoring run completes "nothing new" and
-  predictions/latest.json stays;
-- a model much worse than the current one is not promoted (NotPromoted) and
-  is announced; a failing run reaches the webhook with its name and error.
+- week 3, four runs at once: a scoring run completes "nothing new" and
+  predictions/latest.json stays; a model much worse than the current one is
+  not promoted (NotPromoted) and is announced; a run on a missing input fails
+  with the path and the fix as its state message and reaches the webhook; the
+  retention clean-up deletes a month-old run's leftovers and keeps what
+  latest.json names.
 """
 
 from __future__ import annotations
@@ -322,15 +324,30 @@ def test_three_week_cycle(cycle: Cycle, tmp_path: Path) -> None:
     pointer = _json(cycle, "predictions/latest.json")
     assert pointer is not None
 
-    # Week 3: nothing new; latest.json stays.
-    quiet = _completed(cycle, _create_run(cycle, SCORE, WEEK_3))
+    # Week 3, four runs at once as the worker takes them: scoring with nothing
+    # new, a much worse model, a run on a missing input, and the retention
+    # clean-up (a month-old run's leftovers go; what latest.json names stays).
+    _put_csv(cycle, tmp_path, "raw/worse/iris.csv", _worse_training_data())
+    month_old = (NOW - timedelta(days=30)).date().isoformat()
+    leftover = f"prepared_dataframes/train-{month_old}-0ld0ld00/prepared.parquet"
+    cycle.store.write_conditional(leftover, "old", etag=None)
+    latest_scoring = pointer["run_id"]
+    assert cycle.store.list_files(f"score_batches/{latest_scoring}")
+    week_3 = {
+        "quiet": _create_run(cycle, SCORE, WEEK_3),
+        "worse": _create_run(cycle, TRAIN, WEEK_3, input_path="raw/worse"),
+        "failed": _create_run(cycle, TRAIN, WEEK_3, input_path="raw/missing.csv"),
+        "cleaned": _create_run(cycle, CLEANUP, WEEK_3, older_than_days=3, dry_run=False),
+    }
+
+    # Nothing new: no predictions, and latest.json stays.
+    quiet = _completed(cycle, week_3["quiet"])
     assert not cycle.store.list_files(f"predictions/{quiet.name}")
     assert "nothing new" in _summary(cycle, quiet.id, "score-summary")
     assert _json(cycle, "predictions/latest.json") == pointer
 
     # A much worse model is kept out, and announced.
-    _put_csv(cycle, tmp_path, "raw/worse/iris.csv", _worse_training_data())
-    worse = _wait_final(cycle, _create_run(cycle, TRAIN, WEEK_3, input_path="raw/worse"))
+    worse = _wait_final(cycle, week_3["worse"])
     assert worse.state is not None
     assert (worse.state.type, worse.state.name) == (StateType.COMPLETED, "NotPromoted")
     message = worse.state.message or ""
@@ -341,24 +358,22 @@ def test_three_week_cycle(cycle: Cycle, tmp_path: Path) -> None:
     announced = cycle.webhook.wait_for(worse.name)
     assert "NotPromoted" in announced["subject"]
 
-    # A failing run reaches the webhook with its name and its error.
-    failed = _wait_final(cycle, _create_run(cycle, TRAIN, WEEK_3, input_path="raw/missing.csv"))
+    # A failing run: its state message (what the UI shows) names the input and
+    # the fix, nothing of it is kept, and it reaches the webhook with its name.
+    failed = _wait_final(cycle, week_3["failed"])
     assert failed.state is not None
     assert failed.state.type == StateType.FAILED
+    message = failed.state.message or ""
+    assert "input 'raw/missing.csv' does not exist" in message, message
+    assert "give an existing file" in message
+    assert not cycle.store.list_files(f"prepared_dataframes/{failed.name}")
+    assert _json(cycle, "trained_models/latest.json") == latest_model
     notice = cycle.webhook.wait_for(failed.name)
     assert "Failed" in notice["subject"]
     assert "input 'raw/missing.csv' does not exist" in notice["text"]
     assert str(failed.id) in notice["text"]
 
-    # Retention: a month-old run's leftovers go; what latest.json names stays.
-    month_old = (NOW - timedelta(days=30)).date().isoformat()
-    leftover = f"prepared_dataframes/train-{month_old}-0ld0ld00/prepared.parquet"
-    cycle.store.write_conditional(leftover, "old", etag=None)
-    latest_scoring = pointer["run_id"]
-    assert cycle.store.list_files(f"score_batches/{latest_scoring}")
-    cleaned = _completed(
-        cycle, _create_run(cycle, CLEANUP, WEEK_3, older_than_days=3, dry_run=False)
-    )
+    cleaned = _completed(cycle, week_3["cleaned"])
     assert not cycle.store.exists(leftover)
     assert cycle.store.list_files(f"score_batches/{latest_scoring}")
     assert cycle.store.list_files(f"predictions/{latest_scoring}")
