@@ -53,8 +53,12 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 
+# --compile-bytecode: every Python process of a run or a test (the CLI, the
+# Prefect server and worker, each flow-run process) would otherwise compile
+# Prefect, pandas and the rest from source again wherever
+# PYTHONDONTWRITEBYTECODE is set (as on CI): about 5 CPU s a process.
 $(BIN)/.synced: $(BIN)/uv pyproject.toml uv.lock somemodel/pyproject.toml
-	$(BIN)/uv sync --frozen --python $(BIN)/python
+	$(BIN)/uv sync --frozen --compile-bytecode --python $(BIN)/python
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

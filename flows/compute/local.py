@@ -234,7 +234,10 @@ class LocalCompute:
             "TMPDIR": str(home),
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
+            # Bytecode goes into the environment, not next to the step's code:
+            # the first step compiles what it imports (pandas, scikit-learn...),
+            # and every later step in this environment starts about 4 CPU s faster.
+            "PYTHONPYCACHEPREFIX": str(Path(environment.location) / ".pycache"),
         }
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         process = subprocess.Popen(

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.usefixtures
 CLIENT_SECRET = "FAKE-CLIENT-SECRET-q8Zr~3xY"
 SAS = "sv=2025-01-05&ss=b&srt=sco&sp=rwdlac&se=2030-01-01&sig=FAKESASSIGNATUREabc%2Bdef%3D"
 # What the step process may see: nothing from the orchestrator's environment.
-STEP_ENV_KEYS = {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+STEP_ENV_KEYS = {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "PYTHONPYCACHEPREFIX"}
 
 
 def secrets() -> list[str]:
