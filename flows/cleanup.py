@@ -38,6 +38,7 @@ from prefect.runtime import flow_run
 
 from flows.backends import make_datastore
 from flows.datastore.base import Datastore
+from flows.failures import fails_with_its_cause
 from flows.ledger import (
     PREDICTION_PARTS_ROOT,
     PREDICTIONS_ROOT,
@@ -178,6 +179,7 @@ def _run_name() -> str:
 
 
 @flow(name="cleanup-somemodel", flow_run_name=_run_name, log_prints=True)
+@fails_with_its_cause
 def cleanup(
     older_than_days: RetentionDays | None = None,
     dry_run: bool = False,

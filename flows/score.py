@@ -21,6 +21,7 @@ from flows.backends import Backends, open_backends
 from flows.cli import add_verbose_flag, run_flow
 from flows.compute.base import EnvironmentRef, StepInput, StepResult
 from flows.datastore.base import Datastore
+from flows.failures import fails_with_its_cause
 from flows.new_files import (
     NothingNew,
     ScoreBatch,
@@ -131,6 +132,7 @@ def _run_name() -> str:
 
 
 @flow(name="score-somemodel", flow_run_name=_run_name, log_prints=True)
+@fails_with_its_cause
 def score(
     input_path: DatastorePath = WEEKLY_INPUT,
     model: ModelSelector = MODEL_LATEST,

@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from flows.backends import Backends, open_backends
 from flows.cli import add_verbose_flag, run_flow
 from flows.compute.base import EnvironmentRef, StepResult
+from flows.failures import fails_with_its_cause
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
 from flows.promotion import check_promotion, final_state
@@ -47,6 +48,7 @@ def _run_name() -> str:
 
 
 @flow(name="train-somemodel", flow_run_name=_run_name, log_prints=True)
+@fails_with_its_cause
 def train(
     input_path: DatastorePath = WEEKLY_INPUT,
     target_col: ColumnName = "target",
