@@ -17,7 +17,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from prefect.states import Failed, State
 
@@ -71,19 +71,22 @@ def one_line_cause(exc: BaseException) -> str:
     return f"{lines[0]} {lines[-1]}"
 
 
-def fails_with_its_cause(fn: Callable[P, R]) -> Callable[P, R | State[Any]]:
+def fails_with_its_cause(fn: Callable[P, R]) -> Callable[P, R]:
     """A flow function whose failure is a Failed state with the one-line cause as its message.
 
-    The exception stays the state's data, so `state.result()` raises it as before.
+    The exception stays the state's data, so calling the flow still raises it
+    and `state.result()` too: a caller of the flow sees `R` or the exception,
+    as before (Prefect turns a returned state into the run's state).
     """
 
     @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R | State[Any]:
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
         log_each_traceback_once()
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # the run's outcome: Prefect control flow is BaseException
-            return Failed(message=one_line_cause(exc), data=exc)
+            failed: State[Any] = Failed(message=one_line_cause(exc), data=exc)
+            return cast(R, failed)
 
     # Prefect validates a run's parameters against the signature it finds here,
     # resolving string annotations in this module's namespace, where the flow's
