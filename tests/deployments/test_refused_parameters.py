@@ -120,15 +120,3 @@ def test_a_training_run_id_as_model_is_accepted(
     assert answer.status_code == 201, answer.text
     with prefect_server.client() as client:
         client.delete_flow_run(UUID(answer.json()["id"]))
-
-
-def test_the_cli_prints_the_refusal(
-    prefect_server: PrefectServer, deployed: dict[str, UUID]
-) -> None:
-    result = prefect_server.run_cli(
-        ["deployment", "run", f"score-somemodel/{NAME}", "--param", "model=../../etc"]
-    )
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode == 1, output
-    assert "'../../etc' does not match 'latest, or the run id of a training run" in output
-    assert _runs_of(prefect_server, deployed["score-somemodel"]) == []
