@@ -178,8 +178,8 @@ def _run_name() -> str:
     return make_run_id("cleanup", str(flow_run.id), flow_run.scheduled_start_time)
 
 
-@flow(name="cleanup-somemodel", flow_run_name=_run_name, log_prints=True)
 @fails_with_its_cause
+@flow(name="cleanup-somemodel", flow_run_name=_run_name, log_prints=True)
 def cleanup(
     older_than_days: RetentionDays | None = None,
     dry_run: bool = False,

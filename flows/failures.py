@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
+from prefect import Flow
 from prefect.states import Failed, State
 
 P = ParamSpec("P")
@@ -71,14 +72,19 @@ def one_line_cause(exc: BaseException) -> str:
     return f"{lines[0]} {lines[-1]}"
 
 
-def fails_with_its_cause(fn: Callable[P, R]) -> Callable[P, R]:
-    """A flow function whose failure is a Failed state with the one-line cause as its message.
+def fails_with_its_cause(flow: Flow[P, R]) -> Flow[P, R]:
+    """`flow`, whose failure is a Failed state with the one-line cause as its message.
 
-    The exception stays the state's data, so calling the flow still raises it
-    and `state.result()` too: a caller of the flow sees `R` or the exception,
-    as before (Prefect turns a returned state into the run's state).
+    Applied over `@flow`, so Prefect has already read the function's signature,
+    docstring and source file (the parameter schema, the flow's version); the
+    run then calls the wrapped function. The exception stays the state's
+    data, so calling the flow still raises it, and `state.result()` too.
     """
+    flow.fn = _returning_failed_states(flow.fn)
+    return flow
 
+
+def _returning_failed_states(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         log_each_traceback_once()

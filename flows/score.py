@@ -131,8 +131,8 @@ def _run_name() -> str:
     return given or make_run_id("score", flow_run.id, flow_run.scheduled_start_time)
 
 
-@flow(name="score-somemodel", flow_run_name=_run_name, log_prints=True)
 @fails_with_its_cause
+@flow(name="score-somemodel", flow_run_name=_run_name, log_prints=True)
 def score(
     input_path: DatastorePath = WEEKLY_INPUT,
     model: ModelSelector = MODEL_LATEST,

@@ -47,8 +47,8 @@ def _run_name() -> str:
     return given or make_run_id("train", flow_run.id, flow_run.scheduled_start_time)
 
 
-@flow(name="train-somemodel", flow_run_name=_run_name, log_prints=True)
 @fails_with_its_cause
+@flow(name="train-somemodel", flow_run_name=_run_name, log_prints=True)
 def train(
     input_path: DatastorePath = WEEKLY_INPUT,
     target_col: ColumnName = "target",
