@@ -125,6 +125,8 @@ def refusal_schema(accepted: dict[str, Any], rule: str) -> dict[str, Any]:
     `not` refuses the (odd) value that would contain the rule's words. The
     server then answers "Validation failed for field 'input_path'. Failure
     reason: '../etc' does not match \"a path inside the datastore ...\"".
+    The `type` in `else` makes jsonschema's error ranking pick this message
+    over "not of type 'null'" when the parameter is optional (`RunId | None`).
     """
     refuse = {"type": "string", "pattern": rule, "not": {"pattern": rule}}
     return {"type": "string", "if": accepted, "else": refuse}
