@@ -8,12 +8,14 @@ Only the keys this project uses are read; anything else is Prefect's business.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from prefect import Flow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
@@ -111,3 +113,14 @@ def load_deployments(path: Path = PREFECT_YAML) -> tuple[DeploymentSpec, ...]:
 def work_pools(specs: tuple[DeploymentSpec, ...]) -> tuple[str, ...]:
     """The work pools the deployments use, each once, in declaration order."""
     return tuple(dict.fromkeys(spec.work_pool for spec in specs))
+
+
+def load_flow(spec: DeploymentSpec) -> Flow[..., object]:
+    """Import the flow that `spec.entrypoint` names, as a module of this project."""
+    module = importlib.import_module(spec.module)
+    flow = getattr(module, spec.function, None)
+    if not isinstance(flow, Flow):
+        raise DeclarationError(
+            f"entrypoint {spec.entrypoint!r} in prefect.yaml does not name a Prefect flow"
+        )
+    return flow

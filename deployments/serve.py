@@ -13,32 +13,27 @@ of the same name on the server (and the other way round): use one or the other.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 from typing import cast
 
-from prefect import Flow, serve
+from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentTriggerTypes
 from prefect.schedules import Cron
 from pydantic import TypeAdapter
 
-from deployments.declared import PREFECT_YAML, DeclarationError, DeploymentSpec, load_deployments
+from deployments.declared import (
+    PREFECT_YAML,
+    DeclarationError,
+    DeploymentSpec,
+    load_deployments,
+    load_flow,
+)
+from deployments.parameters import refuse_unknown_names
 
 _TRIGGER: TypeAdapter[DeploymentTriggerTypes] = TypeAdapter(DeploymentTriggerTypes)
-
-
-def load_flow(spec: DeploymentSpec) -> Flow[..., object]:
-    """Import the flow that `spec.entrypoint` names, as a module of this project."""
-    module = importlib.import_module(spec.module)
-    flow = getattr(module, spec.function, None)
-    if not isinstance(flow, Flow):
-        raise DeclarationError(
-            f"entrypoint {spec.entrypoint!r} in prefect.yaml does not name a Prefect flow"
-        )
-    return flow
 
 
 def to_runner_deployment(spec: DeploymentSpec) -> RunnerDeployment:
@@ -51,7 +46,7 @@ def to_runner_deployment(spec: DeploymentSpec) -> RunnerDeployment:
         triggers=[_TRIGGER.validate_python(dict(t)) for t in spec.triggers],
     )
     # `to_deployment` returns a coroutine only when called from async code; this is sync.
-    return cast(RunnerDeployment, deployment)
+    return refuse_unknown_names(cast(RunnerDeployment, deployment))
 
 
 def runner_deployments(specs: Sequence[DeploymentSpec]) -> list[RunnerDeployment]:

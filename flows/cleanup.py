@@ -38,13 +38,14 @@ from prefect.runtime import flow_run
 
 from flows.backends import make_datastore
 from flows.datastore.base import Datastore
+from flows.failures import fails_with_its_cause
 from flows.ledger import (
     PREDICTION_PARTS_ROOT,
     PREDICTIONS_ROOT,
     PREPARED_ROOT,
     SCORE_BATCHES_ROOT,
 )
-from flows.paths import make_run_id
+from flows.paths import RetentionDays, make_run_id
 from flows.registry import latest_run_id
 from flows.settings import Settings
 
@@ -177,14 +178,20 @@ def _run_name() -> str:
     return make_run_id("cleanup", str(flow_run.id), flow_run.scheduled_start_time)
 
 
+@fails_with_its_cause
 @flow(name="cleanup-somemodel", flow_run_name=_run_name, log_prints=True)
 def cleanup(
-    older_than_days: float | None = None,
+    older_than_days: RetentionDays | None = None,
     dry_run: bool = False,
 ) -> CleanupReport:
-    """Delete intermediate data (prepared dataframes, prediction parts, score batches) older than
-    `older_than_days` (default SOMEMODEL_RETENTION_DAYS); models, predictions, what `latest.json`
-    names and what running flows use are never deleted. `dry_run` only lists what would go.
+    """Delete intermediate data (prepared dataframes, prediction parts, score batches) older
+    than a retention age; models, predictions, what `latest.json` names and what running
+    flows use are never deleted.
+
+    Args:
+        older_than_days: Delete intermediate data older than this many days (0 or more);
+            empty: SOMEMODEL_RETENTION_DAYS (28 unless set).
+        dry_run: Only list what would be deleted; delete nothing.
     """
     settings = Settings()
     datastore = make_datastore(settings)

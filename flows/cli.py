@@ -21,6 +21,7 @@ from prefect.logging.handlers import PrefectConsoleHandler
 from prefect.settings import get_current_settings
 from prefect.states import State
 
+from flows.failures import one_line_cause
 from flows.settings import Settings
 
 
@@ -134,14 +135,3 @@ def print_failure(exc: BaseException, state: State[Any] | None, verbose: bool) -
     where = f"prefect flow-run logs {flow_run_id}" if flow_run_id else "the Prefect run's log"
     more = "" if verbose else ", or run again with --verbose"
     print(f"(full log and traceback: {where}{more})", file=sys.stderr)
-
-
-def one_line_cause(exc: BaseException) -> str:
-    """The first line of the message; for a step failure ("... Last output:" and the step's
-    output tail) also its last line, where the step states its own error.
-    """
-    lines = [line.strip() for line in (str(exc) or type(exc).__name__).splitlines()]
-    lines = [line for line in lines if line]
-    if len(lines) <= 1:
-        return lines[0] if lines else type(exc).__name__
-    return f"{lines[0]} {lines[-1]}"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, WithJsonSchema
+from pydantic import AfterValidator, Field, WithJsonSchema
 
 MAX_PATH_LENGTH = 1024
 # File systems (ext4, NTFS, APFS) and the local datastore cap a file or folder name.
@@ -98,29 +98,70 @@ def check_column_name(name: str) -> str:
 DATASTORE_PATH_PATTERN = (
     r"^[A-Za-z0-9][A-Za-z0-9._ =+-]{0,254}(/[A-Za-z0-9][A-Za-z0-9._ =+-]{0,254})*/*$"
 )
+MODEL_LATEST = "latest"
+
+# What the server answers with, in words. It has no custom messages: its 409
+# carries the failing JSON-schema keyword's own text, which for `pattern` is
+# "'../etc' does not match '<the pattern>'" (a regular expression, which the
+# UI's markdown toast mangles). So each rule below is written as a pattern too:
+# plain words that compile as a regular expression, used only to refuse.
+PATH_RULE = (
+    "a path inside the datastore such as raw/2026-11-23.csv: no '..', no absolute path, "
+    "no URL; names of letters, digits, spaces and . _ - = + separated by single slashes"
+)
+RUN_ID_RULE = (
+    "a run id such as train-2026-11-23-1a2b3c4d: 3 to 63 lower-case letters, digits and "
+    "hyphens, starting with a letter"
+)
+MODEL_RULE = "latest, or the run id of a training run such as train-2026-11-23-1a2b3c4d"
+COLUMN_RULE = "a column name: 1 to 256 characters, no control characters"
+
+
+def refusal_schema(accepted: dict[str, Any], rule: str) -> dict[str, Any]:
+    """A string schema that accepts what `accepted` accepts and refuses the rest with `rule`.
+
+    The check runs in `if`, which reports nothing; a refused value meets
+    `else`, where `pattern: rule` fails with the rule as the message and
+    `not` refuses the (odd) value that would contain the rule's words. The
+    server then answers "Validation failed for field 'input_path'. Failure
+    reason: '../etc' does not match \"a path inside the datastore ...\"".
+    The `type` in `else` makes jsonschema's error ranking pick this message
+    over "not of type 'null'" when the parameter is optional (`RunId | None`).
+    """
+    refuse = {"type": "string", "pattern": rule, "not": {"pattern": rule}}
+    return {"type": "string", "if": accepted, "else": refuse}
+
+
+def check_model_selector(value: str) -> str:
+    """`latest`, or a training run id (validated like every run id)."""
+    return value if value == MODEL_LATEST else check_run_id(value)
+
+
 DatastorePath = Annotated[
     str,
     AfterValidator(check_datastore_path),
     WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": DATASTORE_PATH_PATTERN,
-            "maxLength": MAX_PATH_LENGTH,
-            "description": "A file or folder relative to the datastore, e.g. raw/2026-11-23.csv "
-            "(no leading '/', no '..', no URL)",
-        }
+        refusal_schema({"pattern": DATASTORE_PATH_PATTERN, "maxLength": MAX_PATH_LENGTH}, PATH_RULE)
     ),
 ]
 RunId = Annotated[
     str,
     AfterValidator(check_run_id),
-    WithJsonSchema({"type": "string", "pattern": _RUN_ID.pattern}),
+    WithJsonSchema(refusal_schema({"pattern": _RUN_ID.pattern}, RUN_ID_RULE)),
+]
+# `latest` is a valid run id too, so the one pattern accepts both.
+ModelSelector = Annotated[
+    str,
+    AfterValidator(check_model_selector),
+    WithJsonSchema(refusal_schema({"pattern": _RUN_ID.pattern}, MODEL_RULE)),
 ]
 ColumnName = Annotated[
     str,
     AfterValidator(check_column_name),
-    WithJsonSchema({"type": "string", "pattern": _COLUMN.pattern}),
+    WithJsonSchema(refusal_schema({"pattern": _COLUMN.pattern}, COLUMN_RULE)),
 ]
+# Cleanup's retention age: a negative age would delete this week's data too.
+RetentionDays = Annotated[float, Field(ge=0)]
 
 
 def make_run_id(prefix: str, flow_run_id: str, now: datetime | None = None) -> str:

@@ -28,7 +28,7 @@ from flows.ledger import (
     model_dir,
     model_metadata_path,
 )
-from flows.paths import check_run_id
+from flows.paths import MODEL_LATEST
 from somemodel import SomeModel
 from somemodel.artifacts import (
     METADATA_FILENAME,
@@ -40,8 +40,6 @@ from somemodel.artifacts import (
 
 logger = logging.getLogger(__name__)
 
-
-MODEL_LATEST = "latest"
 
 _Record = TypeVar("_Record")
 
@@ -175,11 +173,6 @@ def latest_run_id(datastore: Datastore, root: str = MODELS_ROOT) -> str | None:
     """The run `{root}/latest.json` points at; LedgerError when it is not a pointer."""
     pointer = RunLedger(datastore).latest(root)
     return None if pointer is None else pointer.run_id
-
-
-def check_model_selector(value: str) -> str:
-    """`latest`, or a training run id (validated like every run id)."""
-    return value if value == MODEL_LATEST else check_run_id(value)
 
 
 def resolve_model_run_id(datastore: Datastore, selector: str) -> str:

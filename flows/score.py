@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from pydantic import AfterValidator
 
 from flows.backends import Backends, open_backends
 from flows.cli import add_verbose_flag, run_flow
 from flows.compute.base import EnvironmentRef, StepInput, StepResult
 from flows.datastore.base import Datastore
+from flows.failures import fails_with_its_cause
 from flows.new_files import (
     NothingNew,
     ScoreBatch,
@@ -30,7 +30,7 @@ from flows.new_files import (
     report_nothing_new,
     restrict_to_batch,
 )
-from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
+from flows.paths import MODEL_LATEST, ColumnName, DatastorePath, ModelSelector, RunId, make_run_id
 from flows.plan import (
     PREDICTIONS_ROOT,
     merge_step,
@@ -38,7 +38,7 @@ from flows.plan import (
     score_shard_steps,
     score_step,
 )
-from flows.registry import MODEL_LATEST, ModelRef, check_model_selector, promote
+from flows.registry import ModelRef, promote
 from flows.registry import resolve_model_run_id as _resolve_model_run_id
 from flows.samples import SAMPLES_DIR, seed
 from flows.scoring import PredictionsRef, ScoreSummary, check_score_input, verify_predictions
@@ -53,8 +53,8 @@ from flows.tasks import (
 
 SAMPLE_FILE = SAMPLES_DIR / "iris_score.csv"
 SAMPLE_PATH = "samples/iris_score.csv"
-
-ModelSelector = Annotated[str, AfterValidator(check_model_selector)]
+# The deployment's input: the week's CSVs land here (deployments.setup seeds it).
+WEEKLY_INPUT = "raw/score"
 
 
 @task(cache_policy=NO_CACHE)
@@ -131,9 +131,10 @@ def _run_name() -> str:
     return given or make_run_id("score", flow_run.id, flow_run.scheduled_start_time)
 
 
+@fails_with_its_cause
 @flow(name="score-somemodel", flow_run_name=_run_name, log_prints=True)
 def score(
-    input_path: DatastorePath = SAMPLE_PATH,
+    input_path: DatastorePath = WEEKLY_INPUT,
     model: ModelSelector = MODEL_LATEST,
     id_column: ColumnName = "id",
     run_id: RunId | None = None,
@@ -143,14 +144,19 @@ def score(
 
     A folder's CSVs that an earlier run scored (same path, same content) are
     skipped; with none new the run ends "nothing new" (flows/new_files.py). A
-    single file, or `force_rerun`, is scored on purpose.
+    single file, or `force_rerun`, is scored on purpose. Scoring the same files
+    with the same model and step code reuses the earlier run's predictions
+    (flows/reuse.py).
 
-    `model` is `latest` (what trained_models/latest.json points at) or a training
-    run id. `id_column` is copied to each prediction's `row_id` when the input
-    has it. `run_id` defaults to a name derived from the flow run; pass an
-    earlier run's id to resume it. Scoring the same input files with the same
-    model and step code reuses the earlier run's predictions (see flows/reuse.py)
-    unless `force_rerun` is set.
+    Args:
+        input_path: A CSV file or a folder of CSVs in the datastore, e.g.
+            raw/score/2026-11-23.csv; a folder's files that earlier runs scored are skipped.
+        model: Which model scores: latest (what trained_models/latest.json points at)
+            or a training run id such as train-2026-11-23-1a2b3c4d.
+        id_column: The input column copied to each prediction's row_id when the input has it.
+        run_id: Leave empty for a new run (named after the flow run); an earlier
+            scoring run's id resumes that run.
+        force_rerun: Score every CSV again, even files that earlier runs scored.
     """
     run_id = run_id or _run_name()
     backends = open_backends(Settings(), get_run_logger())

@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from flows.backends import Backends, open_backends
 from flows.cli import add_verbose_flag, run_flow
 from flows.compute.base import EnvironmentRef, StepResult
+from flows.failures import fails_with_its_cause
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
 from flows.promotion import check_promotion, final_state
@@ -37,6 +38,8 @@ from flows.training_files import record_training_files
 
 SAMPLE_FILE = SAMPLES_DIR / "iris.csv"
 SAMPLE_PATH = "samples/iris.csv"
+# The deployment's input: the training data lands here (deployments.setup seeds it).
+WEEKLY_INPUT = "raw/train"
 
 
 def _run_name() -> str:
@@ -44,9 +47,10 @@ def _run_name() -> str:
     return given or make_run_id("train", flow_run.id, flow_run.scheduled_start_time)
 
 
+@fails_with_its_cause
 @flow(name="train-somemodel", flow_run_name=_run_name, log_prints=True)
 def train(
-    input_path: DatastorePath = SAMPLE_PATH,
+    input_path: DatastorePath = WEEKLY_INPUT,
     target_col: ColumnName = "target",
     run_id: RunId | None = None,
     force_rerun: bool = False,
@@ -55,15 +59,22 @@ def train(
 ) -> TrainSummary | TrainPlan:
     """Train somemodel on the CSV file(s) at `input_path` and promote the verified model.
 
-    `run_id` defaults to a name derived from the flow run; pass an earlier run's
-    id to resume it (finished steps are reused, not run again). A step whose
-    code, environment, parameters and input data are unchanged since an earlier
-    run reuses that run's output unless `force_rerun` is set. `dry_run` runs the
-    same recipe with the planning compute: it writes the steps as one Azure ML
-    pipeline job under `plans/{run_id}/` and submits nothing.
-    The verified model is promoted only when the promotion gate passes
-    (flows/gate.py), unless `force_promote` is set; otherwise the run ends
-    Completed, named `NotPromoted`, with the reason as its message.
+    A step whose code, environment, parameters and input data are unchanged
+    since an earlier run reuses that run's output. The verified model is
+    promoted only when the promotion gate passes (flows/gate.py); otherwise the
+    run ends Completed, named `NotPromoted`, with the reason as its message.
+
+    Args:
+        input_path: A CSV file or a folder of CSVs in the datastore, e.g.
+            raw/train or raw/2026-11-23.csv (no '..', no absolute path, no URL).
+        target_col: The label column of the CSVs.
+        run_id: Leave empty for a new run (named after the flow run); an earlier
+            training run's id resumes that run, reusing its finished steps.
+        force_rerun: Run every step again, even when an earlier run's output could be reused.
+        dry_run: Write the steps as one Azure ML pipeline job under plans/{run_id}/
+            and submit nothing.
+        force_promote: Promote the verified model even if the promotion gate would
+            keep the current one.
     """
     run_id = run_id or _run_name()
     backends = open_backends(Settings(), get_run_logger(), dry_run=dry_run)

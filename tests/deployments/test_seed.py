@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from deployments.declared import load_deployments
-from deployments.seed import seed_default_inputs
+from deployments.seed import SAMPLES, default_input, seed_default_inputs
 from flows.datastore import LocalDatastore
 from flows.put import main as put_main
 from flows.scoring import check_score_input
@@ -20,7 +20,7 @@ def test_default_inputs_are_seeded_once_and_real_data_is_left_alone(tmp_path: Pa
     specs = load_deployments()
     lines = seed_default_inputs(settings, specs)
     store = LocalDatastore(root)
-    defaults = [spec.parameters["input_path"] for spec in specs if "input_path" in spec.parameters]
+    defaults = [default_input(spec) for spec in specs if spec.module in SAMPLES]
     assert set(defaults) == {"raw/train", "raw/score"}
     for folder in defaults:
         assert store.list_files(folder), lines

@@ -21,6 +21,9 @@ def test_serves_both_flows_with_the_declared_schedules_and_parameters() -> None:
         assert sorted(deployment.tags) == sorted(spec.tags)
         assert deployment.description == spec.description
         assert deployment.enforce_parameter_schema
+        # Served deployments refuse unknown parameter names too (deployments/parameters.py).
+        schema = deployment._parameter_openapi_schema.model_dump(exclude_unset=True)
+        assert schema["additionalProperties"] is False
         (schedule,) = deployment.schedules or []
         assert isinstance(schedule.schedule, CronSchedule)
         assert schedule.schedule.cron == spec.schedules[0].cron

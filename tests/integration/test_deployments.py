@@ -2,9 +2,10 @@
 
 A local Prefect server (SQLite, temporary PREFECT_HOME) and Azurite are
 started; `python -m deployments.setup` creates the work pool, the blob
-credentials block and the container; `prefect deploy --all` runs from a
-fresh copy of the repository that is deleted before anything runs (so
-nothing of the folder it ran from may be needed); a process worker started
+credentials block and the container; `prefect deploy --all` and
+`python -m deployments.parameters` run from a fresh copy of the repository
+that is deleted before anything runs (so nothing of the folder it ran from
+may be needed); a process worker started
 outside the repository runs what `prefect deployment run ... --param
 input_path=...` asks for, with only the block's name as blob credentials.
 """
@@ -32,7 +33,6 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterDeploymentId,
-    FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
     LogFilter,
@@ -40,6 +40,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.schedules import CronSchedule
+from prefect.exceptions import PrefectHTTPStatusError
 
 from deployments.declared import load_deployments
 from deployments.serve import load_flow
@@ -120,6 +121,19 @@ def stack(
         prefect_server.run_cli(["--no-prompt", "deploy", "--all"], cwd=clone),
         "prefect deploy --all",
     )
+    out = check_cli(
+        subprocess.run(
+            [str(VENV_BIN / "python"), "-m", "deployments.parameters"],
+            cwd=clone,
+            env=prefect_server.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        ),
+        "python -m deployments.parameters",
+    )
+    assert out.count("refuses unknown parameter names") == 3, out
     shutil.rmtree(clone)
 
     # The worker knows the container and the block's name, not the connection string.
@@ -273,25 +287,40 @@ def test_cli_run_trains_verifies_and_promotes_the_run_id_named_model(
         time.sleep(1)
 
 
-def test_unsafe_input_path_is_rejected_before_anything_runs(stack: Stack, trained: FlowRun) -> None:
-    """Refused by the server's parameter schema, or at the latest by the flow's validation.
+def test_bad_parameters_are_refused_in_words_before_a_run_exists(stack: Stack) -> None:
+    """What `prefect deploy --all` and `python -m deployments.parameters` leave on the server.
 
-    tests/deployments/test_prefect_yaml.py pins the first (the schema carries
-    the path pattern); here the guarantee is the user's: nothing runs.
+    tests/deployments/test_refused_parameters.py pins every rule and message;
+    here the deployments are the ones the documented commands made.
     """
-    latest_before = _latest(stack.store)
+    with stack.server.client() as client:
+        deployment = client.read_deployment_by_name(TRAIN)
+    runs_before = _runs_of(stack, deployment.id)
+
     result = _run_deployment(stack, TRAIN, "input_path=../x")
-    if result.returncode != 0:
-        assert "Validation failed for field 'input_path'" in result.stdout + result.stderr
-    else:
-        flow_run = _wait_final(stack, _created_run_id(result))
-        assert flow_run.state is not None
-        assert flow_run.state.type == StateType.FAILED
-        message = flow_run.state.message or ""
-        assert "Validation of flow parameters failed" in message, message
-        assert "paths may not leave the datastore" in message
-        with stack.server.client() as client:
-            assert not client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 1, output
+    assert "Validation failed for field 'input_path'" in output
+    assert "'../x' does not match \"a path inside the datastore" in output
+
+    with stack.server.client() as client, pytest.raises(PrefectHTTPStatusError) as refused:
+        client.create_flow_run_from_deployment(deployment.id, parameters={"inputpath": "x.csv"})
+    assert refused.value.response.status_code == 409
+    assert (
+        "Additional properties are not allowed ('inputpath' was unexpected)"
+        in (refused.value.response.json()["detail"])
+    )
+    assert _runs_of(stack, deployment.id) == runs_before
+
+
+def _runs_of(stack: Stack, deployment_id: UUID) -> list[UUID]:
+    with stack.server.client() as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])
             )
-    assert _latest(stack.store) == latest_before
+        )
+    # The scheduler may add its upcoming runs meanwhile; those are not ours.
+    return sorted(
+        run.id for run in runs if not (run.idempotency_key or "").startswith("scheduled ")
+    )
