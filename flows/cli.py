@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prefect.logging import get_logger
 from prefect.logging.handlers import PrefectConsoleHandler
 from prefect.settings import get_current_settings
 from prefect.states import State
@@ -210,9 +211,10 @@ def run_flow(
     `return_state=True`. The server is stopped before anything is printed.
     """
     settings = Settings()
-    reap_orphans(settings.cache_dir)
     state: State[Any] | None = None
     with quiet_console(verbose), run_log(settings.cache_dir, command) as log_path:
+        # Prefect's logger family: the console and the log file, not the API (no run yet).
+        reap_orphans(settings.cache_dir, get_logger("somemodel.cli"))
         try:
             check_prefect_api(settings.api_check_timeout_seconds)
             with temporary_server(settings.cache_dir):
@@ -224,8 +226,9 @@ def run_flow(
             failure: BaseException | None = exc
         else:
             failure = None
+    if failure is None or isinstance(failure, PrefectApiUnreachableError):
+        log_path.unlink(missing_ok=True)  # no run: the one line says it all
     if failure is None:
-        log_path.unlink(missing_ok=True)
         return True, result
     print_failure(failure, state, verbose, log_path)
     return False, None

@@ -200,6 +200,8 @@ def test_a_killed_run_leaves_nothing_after_the_next_run(tmp_path: Path) -> None:
         assert not scratch.exists()
         assert not record.exists()
         assert f"Stopping the temporary Prefect server (pid {server.pid}" in result.stderr
+        assert "Warning" not in result.stderr  # e.g. Prefect's about logs without a run
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     finally:
         if killed.poll() is None:
             killed.kill()
