@@ -1,28 +1,46 @@
-"""What `python flows/train.py` and `python flows/score.py` print when a run fails.
+"""How `python flows/train.py` and `python flows/score.py` run a flow, and what they print.
 
 Prefect's console logging prints the traceback of every failed task and flow
 (about 100 lines for a missing input). By default the command lines keep the
 progress lines but hold back errors and tracebacks from the console; they still
-reach the run's log in the Prefect API. The command then ends with the one-line
-cause and where to look. `--verbose` keeps Prefect's console output as it is.
+reach the run's log in the Prefect API and a log file under the cache
+(`{cache}/logs/`, kept when the run fails). The command then ends with the
+one-line cause and where to look. `--verbose` keeps Prefect's console output
+as it is.
+
+Without PREFECT_API_URL, Prefect runs the flow against a temporary server. The
+command starts it itself, records it under the cache (flows/orphans.py) and
+stops it before printing the outcome, so a killed command's server is stopped
+by the next run, and the last line printed is the command's own.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+from prefect.logging import get_logger
 from prefect.logging.handlers import PrefectConsoleHandler
 from prefect.settings import get_current_settings
 from prefect.states import State
 
 from flows.failures import one_line_cause
+from flows.orphans import reap_orphans, record_server
 from flows.settings import Settings
+
+# Log files of failed command-line runs kept under `{cache}/logs/`; older ones are deleted.
+KEPT_LOGS = 20
 
 
 class PrefectApiUnreachableError(RuntimeError):
@@ -75,21 +93,30 @@ def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@contextmanager
-def quiet_console(verbose: bool) -> Iterator[None]:
-    """Hold errors and tracebacks back from Prefect's console handlers unless `verbose`."""
-    if verbose:
-        yield
-        return
+def _console_loggers() -> list[logging.Logger]:
+    """The loggers that hold one of Prefect's console handlers."""
     loggers = [logging.getLogger()]
     loggers += [
         logger
         for logger in logging.Logger.manager.loggerDict.values()
         if isinstance(logger, logging.Logger)
     ]
+    return [
+        logger
+        for logger in loggers
+        if any(isinstance(handler, PrefectConsoleHandler) for handler in logger.handlers)
+    ]
+
+
+@contextmanager
+def quiet_console(verbose: bool) -> Iterator[None]:
+    """Hold errors and tracebacks back from Prefect's console handlers unless `verbose`."""
+    if verbose:
+        yield
+        return
     handlers = {
         handler
-        for logger in loggers
+        for logger in _console_loggers()
         for handler in logger.handlers
         if isinstance(handler, PrefectConsoleHandler)
     }
@@ -103,21 +130,109 @@ def quiet_console(verbose: bool) -> Iterator[None]:
             handler.removeFilter(quiet)
 
 
-def run_flow(start: Callable[[], State[Any]], verbose: bool) -> tuple[bool, Any]:
+@contextmanager
+def run_log(cache_dir: Path, command: str) -> Iterator[Path]:
+    """Everything the console would show, tracebacks included, also in a file under the cache.
+
+    Yields the file's path; the caller deletes it when the run succeeds. Only
+    the newest KEPT_LOGS files are kept.
+    """
+    folder = cache_dir / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    handle, name = tempfile.mkstemp(prefix=f"{command}-{stamp}-", suffix=".log", dir=folder)
+    os.close(handle)
+    path = Path(name)
+    handler = logging.FileHandler(path, encoding="utf-8", delay=False)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s")
+    )
+    loggers = _console_loggers()
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield path
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
+        for old in sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)[:-KEPT_LOGS]:
+            old.unlink(missing_ok=True)
+
+
+@contextmanager
+def temporary_server(cache_dir: Path) -> Iterator[None]:
+    """Prefect's temporary server for a run without PREFECT_API_URL: recorded under the cache
+    as its process starts, stopped (logs drained first) when the block ends.
+
+    It is the instance Prefect itself would start (one per process), so the flow
+    run uses it. With PREFECT_API_URL set, nothing is started.
+    """
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        yield
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    launch = server._run_uvicorn_command
+    records: list[Path] = []
+
+    def launch_and_record() -> subprocess.Popen[Any]:
+        # Recorded as soon as the process exists: start-up takes seconds, and a
+        # kill in between must not leave an unrecorded server.
+        process = launch()
+        records.append(record_server(cache_dir, process.pid, server.port))
+        return process
+
+    server._run_uvicorn_command = launch_and_record  # type: ignore[method-assign]
+    try:
+        server.start()
+        yield
+    finally:
+        try:
+            APILogWorker.drain_all()
+            EventsWorker.drain_all()
+        finally:
+            server.stop()
+            for record in records:
+                record.unlink(missing_ok=True)
+
+
+def run_flow(
+    start: Callable[[], State[Any]], verbose: bool, command: str = "run"
+) -> tuple[bool, Any]:
     """Run a flow for a CLI: `(True, its result)`, or `(False, None)` after one printed line.
 
-    Checks the Prefect API first (bounded by SOMEMODEL_API_CHECK_TIMEOUT_SECONDS),
-    then calls `start()`, which starts the flow with `return_state=True`.
+    First stops what killed runs left behind (flows/orphans.py), checks the
+    Prefect API (bounded by SOMEMODEL_API_CHECK_TIMEOUT_SECONDS) or starts a
+    temporary server, then calls `start()`, which starts the flow with
+    `return_state=True`. The server is stopped before anything is printed.
     """
-    state = None
-    with quiet_console(verbose):
+    settings = Settings()
+    state: State[Any] | None = None
+    with quiet_console(verbose), run_log(settings.cache_dir, command) as log_path:
+        # Prefect's logger family: the console and the log file, not the API (no run yet).
+        reap_orphans(settings.cache_dir, get_logger("somemodel.cli"))
         try:
-            check_prefect_api(Settings().api_check_timeout_seconds)
-            state = start()
-            return True, result_or_raise(state)
+            check_prefect_api(settings.api_check_timeout_seconds)
+            with temporary_server(settings.cache_dir):
+                state = start()
+                result = result_or_raise(state)
         except Exception as exc:  # the CLI's job: one clear line, and a non-zero exit
-            print_failure(exc, state, verbose)
-            return False, None
+            with log_path.open("a", encoding="utf-8") as log:
+                log.write("".join(traceback.format_exception(exc)))
+            failure: BaseException | None = exc
+        else:
+            failure = None
+    if failure is None or isinstance(failure, PrefectApiUnreachableError):
+        log_path.unlink(missing_ok=True)  # no run: the one line says it all
+    if failure is None:
+        return True, result
+    print_failure(failure, state, verbose, log_path)
+    return False, None
 
 
 def result_or_raise(state: State[Any]) -> Any:
@@ -125,13 +240,21 @@ def result_or_raise(state: State[Any]) -> Any:
     return state.result(raise_on_failure=True)
 
 
-def print_failure(exc: BaseException, state: State[Any] | None, verbose: bool) -> None:
-    """The cause on one line, then where the full log is (no run: the cause alone)."""
+def print_failure(
+    exc: BaseException, state: State[Any] | None, verbose: bool, log_path: Path | None = None
+) -> None:
+    """The cause on one line, then where the full log is (no run: the cause alone).
+
+    The log file always; `prefect flow-run logs` only when the run's server
+    outlives the command (PREFECT_API_URL is set), not for a temporary one.
+    """
     if isinstance(exc, PrefectApiUnreachableError):
         print(f"error: {exc}", file=sys.stderr)
         return
     print(f"error: {str(exc) if verbose else one_line_cause(exc)}", file=sys.stderr)
     flow_run_id = state.state_details.flow_run_id if state is not None else None
-    where = f"prefect flow-run logs {flow_run_id}" if flow_run_id else "the Prefect run's log"
+    where = [str(log_path)] if log_path is not None else []
+    if flow_run_id and get_current_settings().api.url:
+        where.append(f"prefect flow-run logs {flow_run_id}")
     more = "" if verbose else ", or run again with --verbose"
-    print(f"(full log and traceback: {where}{more})", file=sys.stderr)
+    print(f"(full log and traceback: {' or '.join(where) or 'none kept'}{more})", file=sys.stderr)

@@ -306,6 +306,11 @@ class RunLedger:
             for folder in output_dirs:
                 self.datastore.upload_file(local, join(folder, COMPLETION_MARKER), overwrite=True)
 
+    def clear_complete(self, output_dirs: Iterable[str]) -> None:
+        """Remove the markers from a step's output folders, so that the step runs again."""
+        for folder in output_dirs:
+            self.datastore.delete_file(join(folder, COMPLETION_MARKER))
+
     # latest pointers
 
     def latest(self, root: str) -> LatestPointer | None:

@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             return_state=True,
         )
 
-    ok, summary = run_flow(start, args.verbose)
+    ok, summary = run_flow(start, args.verbose, "score")
     if not ok:
         return 1
     if isinstance(summary, NothingNew):

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             return_state=True,
         )
 
-    ok, summary = run_flow(start, args.verbose)
+    ok, summary = run_flow(start, args.verbose, "train")
     if not ok:
         return 1
     if not isinstance(summary, TrainSummary):

@@ -6,6 +6,10 @@ step that imports something the environment lacks fails here too); the step's
 code folder is copied to a scratch folder and run from there (so `somemodel`
 can only come from the wheel); inputs are downloaded from the datastore and
 outputs uploaded to it, like AML's download and upload modes.
+
+Scratch folders live under `{cache}/scratch/`, named after this process
+(flows/orphans.py): those of a run that was killed are removed by the next
+local compute that starts.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from flows.datastore.transfer import download, upload_folder
 from flows.fsutil import file_lock
 from flows.ledger import COMPLETION_MARKER as COMPLETION_MARKER
 from flows.ledger import CompletionMarker, RunLedger
+from flows.orphans import reap_scratch, scratch_prefix, scratch_root
 
 STDERR_TAIL_LINES = 40
 _READY = ".ready.json"
@@ -69,6 +74,8 @@ class LocalCompute:
         self._live_lock = threading.Lock()
         self._stopping = threading.Event()
         self._first_failure: BaseException | None = None
+        # A run killed with SIGKILL could not remove its scratch folders.
+        reap_scratch(cache_dir, self.log)
 
     # --- environment -------------------------------------------------------------
 
@@ -139,8 +146,9 @@ class LocalCompute:
             self.log.info("Step %s already completed: reusing its outputs", spec.job_name)
             return StepResult(spec.step, spec.job_name, "Completed", outputs, url="", reused=True)
         started = time.monotonic()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f"{spec.job_name}-", dir=self.cache_dir) as tmp:
+        root = scratch_root(self.cache_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix(spec.job_name), dir=root) as tmp:
             scratch = Path(tmp)
             code = scratch / "code"
             shutil.copytree(

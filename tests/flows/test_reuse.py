@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from flows.compute.base import EnvironmentRef, StepResult
+from flows.compute.base import EnvironmentRef, StepOutput, StepResult, StepSpec
 from flows.datastore import LocalDatastore
 from flows.plan import data_prep_step
-from flows.reuse import find_reusable, record, step_key
+from flows.reuse import (
+    BrokenOutputError,
+    broken_output,
+    find_reusable,
+    record,
+    run_or_reuse,
+    step_key,
+)
 
 ENV = EnvironmentRef("somemodel-env", "abc", "/nowhere", reused=True)
 
@@ -70,3 +78,65 @@ def test_recorded_result_is_found_while_its_outputs_exist(
     assert found.outputs == {spec.outputs[0].name: output}
     (store.root / output / "prepared.parquet").unlink()
     assert find_reusable(store, spec, key) is None
+
+
+def _predictions(store: LocalDatastore, tmp_path: Path, folder: str, rows: int) -> None:
+    """A predictions folder whose manifest counts 2 rows, and whose CSV holds `rows`."""
+    manifest = {
+        "run_id": "score-1",
+        "model_run_id": "train-1",
+        "model_sha256": "0" * 64,
+        "inputs": [{"path": "a.csv", "rows": 2}],
+        "output_rows": 2,
+        "classes": ["a", "b"],
+        "created_at": "2026-11-30T12:00:00+00:00",
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    lines = ["row_id,predicted_class,proba_a,proba_b", *["1,a,0.9,0.1"] * rows]
+    (tmp_path / "predictions.csv").write_text("\n".join(lines) + "\n")
+    store.upload_file(tmp_path / "predictions.csv", f"{folder}/predictions.csv", overwrite=True)
+    store.upload_file(tmp_path / "manifest.json", f"{folder}/manifest.json", overwrite=True)
+
+
+def _score_spec(tmp_path: Path) -> StepSpec:
+    return StepSpec(
+        step="score",
+        run_id="score-1",
+        code_dir=tmp_path,
+        script="score.py",
+        inputs=(),
+        outputs=(StepOutput("predictions", "predictions/score-1"),),
+    )
+
+
+def test_predictions_are_checked_against_their_manifest(
+    store: LocalDatastore, tmp_path: Path
+) -> None:
+    _predictions(store, tmp_path, "predictions/score-1", rows=2)
+    assert broken_output(store, {"predictions": "predictions/score-1"}) is None
+    _predictions(store, tmp_path, "predictions/score-1", rows=1)
+    assert broken_output(store, {"predictions": "predictions/score-1"}) == (
+        "'predictions/score-1/predictions.csv' has 1 rows, but its manifest counts 2"
+    )
+    store.delete_file("predictions/score-1/manifest.json")
+    assert "manifest.json' is missing" in str(
+        broken_output(store, {"predictions": "predictions/score-1"})
+    )
+
+
+def test_a_reattached_job_whose_outputs_no_longer_verify_says_to_start_a_new_run(
+    store: LocalDatastore, tmp_path: Path
+) -> None:
+    # Azure ML keeps no completion markers: a resumed run re-attaches to its finished job.
+    spec = _score_spec(tmp_path)
+    _predictions(store, tmp_path, "predictions/score-1", rows=1)
+    attached = StepResult(
+        "score", spec.job_name, "Completed", {"predictions": "predictions/score-1"}, "", reused=True
+    )
+    with pytest.raises(
+        BrokenOutputError,
+        match=r"score-1-score finished in an earlier attempt.*has 1 rows.*start a new run",
+    ):
+        run_or_reuse(store, spec, ENV, lambda: attached)
+    fresh = replace(attached, reused=False)
+    assert run_or_reuse(store, spec, ENV, lambda: fresh).run_id == "score-1"

@@ -127,6 +127,36 @@ def test_same_input_reuses_predictions_unless_forced(
     assert _pointer(store)["run_id"] == forced.run_id  # type: ignore[index]
 
 
+def test_reused_predictions_that_no_longer_match_their_manifest_are_scored_again(
+    store: LocalDatastore, trained: TrainSummary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = SAMPLE_FILE.read_text().splitlines()[:-2]  # content no other test scores
+    _upload(store, tmp_path, "raw/cut.csv", "\n".join(rows) + "\n")
+    first = score(input_path="raw/cut.csv")
+    predictions = store.root / first.predictions.predictions_path
+    # A row lost from the stored predictions: the manifest still counts it.
+    predictions.write_text("\n".join(predictions.read_text().splitlines()[:-1]) + "\n")
+    again = score(input_path="raw/cut.csv")
+    assert not again.step.reused
+    assert again.predictions.run_id == again.run_id != first.run_id
+    assert again.predictions.rows == len(rows) - 1
+    assert f"not reusing the outputs of run {first.run_id}" in caplog.text
+    assert f"{first.predictions.predictions_path}' has {len(rows) - 2} rows" in caplog.text
+
+
+def test_resuming_a_run_whose_predictions_no_longer_match_scores_it_again(
+    store: LocalDatastore, trained: TrainSummary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = SAMPLE_FILE.read_text().splitlines()[:-3]  # content no other test scores
+    _upload(store, tmp_path, "raw/resumed.csv", "\n".join(rows) + "\n")
+    first = score(input_path="raw/resumed.csv")
+    (store.root / first.predictions.predictions_path).write_text("row_id,predicted_class\n")
+    again = score(input_path="raw/resumed.csv", run_id=first.run_id)
+    assert not again.step.reused
+    assert again.predictions.rows == first.predictions.rows == len(rows) - 1
+    assert f"Step {first.run_id}-score finished earlier, but" in caplog.text
+
+
 def test_explicit_model_run_id_and_folder_of_csvs(
     store: LocalDatastore, trained: TrainSummary, tmp_path: Path
 ) -> None:

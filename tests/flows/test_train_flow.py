@@ -308,6 +308,23 @@ def test_a_reused_train_step_whose_model_no_longer_verifies_runs_again(
     assert "does not match its sha256" in caplog.text
 
 
+def test_resuming_a_run_whose_model_no_longer_verifies_trains_it_again(
+    store: LocalDatastore, first_run: TrainSummary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = SAMPLE_CSV.read_text().splitlines()[:-4]  # content no other test trains on
+    _upload(store, tmp_path, "raw/resumed.csv", "\n".join(rows) + "\n")
+    first = train(input_path="raw/resumed.csv")
+    assert first.model.run_id == first.run_id
+    model = store.root / f"trained_models/{first.model.run_id}/model.skops"
+    model.write_bytes(b"corrupted")
+    again = train(input_path="raw/resumed.csv", run_id=first.run_id)
+    assert isinstance(again, TrainSummary)
+    assert [s.reused for s in again.steps] == [True, False]
+    assert again.model.run_id == first.run_id
+    assert f"Step {first.run_id}-train finished earlier, but" in caplog.text
+    assert "does not match its sha256" in caplog.text
+
+
 def test_cli_says_why_a_model_was_not_promoted(
     store: LocalDatastore, first_run: TrainSummary, capsys: pytest.CaptureFixture[str]
 ) -> None:
