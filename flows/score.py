@@ -50,6 +50,7 @@ from flows.tasks import (
     upload_wheel,
     verify_model_blob,
 )
+from flows.trends import alert_on_drift, check_drift, record_history
 
 SAMPLE_FILE = SAMPLES_DIR / "iris_score.csv"
 SAMPLE_PATH = "samples/iris_score.csv"
@@ -170,14 +171,16 @@ def score(
     predictions = verify_predictions_blob(datastore, scored.run_id, verified)
     mark_files_scored(datastore, backends.settings, batch, predictions.run_id)
     promoted = promote_predictions(datastore, predictions)
+    drift = check_drift(datastore, backends.settings, predictions)
 
     summary = ScoreSummary(
-        run_id, input_path, environment, scored, verified, predictions, promoted, shards
+        run_id, input_path, environment, scored, verified, predictions, promoted, shards, drift
     )
     create_markdown_artifact(
         key="score-summary", markdown=summary.to_markdown(), description=f"Run {run_id}"
     )
-    return summary
+    record_history(datastore, backends.settings, "drift", drift)
+    return alert_on_drift(summary, drift)
 
 
 def seed_sample(settings: Settings) -> None:
@@ -236,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"             (reused from run {predictions.run_id}: same input and model)")
     print(f"rows:        {predictions.rows} ({summary.distribution()})")
     print(f"latest:      {'moved' if summary.promoted else 'not moved (a newer run is latest)'}")
+    if summary.drift is not None:
+        print(f"drift:       {summary.drift.summary_line()}")
     return 0
 
 
