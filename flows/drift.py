@@ -47,6 +47,11 @@ def bar(value: float, scale: float) -> str:
     return "█" * blocks + ("+" if value > scale else "")
 
 
+def _code(text: str) -> str:
+    """`text` as inline code; nothing for an empty bar (an empty code span shows two backticks)."""
+    return f"`{text}`" if text else ""
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -149,7 +154,7 @@ class DriftCheck:
         for f in self.features:
             flag = "**yes**" if f.drifted(self.threshold) else "no"
             lines.append(
-                f"| {f.name} | {f.psi:.4f} | `{bar(f.psi, scale)}` | {f.noise_floor:.4f} | "
+                f"| {f.name} | {f.psi:.4f} | {_code(bar(f.psi, scale))} | {f.noise_floor:.4f} | "
                 f"{f.out_of_range_share:.2%} | {flag} |"
             )
         if self.classes is not None:
@@ -163,7 +168,7 @@ class DriftCheck:
                 "|---|---|---|---|",
             ]
             lines += [
-                f"| {c} | {training.get(c, 0.0):.1%} | {share:.1%} | `{bar(share, 1.0)}` |"
+                f"| {c} | {training.get(c, 0.0):.1%} | {share:.1%} | {_code(bar(share, 1.0))} |"
                 for c, share in self.classes.predicted_shares
             ]
         return "\n".join(lines)
