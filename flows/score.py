@@ -151,7 +151,10 @@ def score(
     has it. `run_id` defaults to a name derived from the flow run; pass an
     earlier run's id to resume it. Scoring the same input files with the same
     model and step code reuses the earlier run's predictions (see flows/reuse.py)
-    unless `force_rerun` is set.
+    unless `force_rerun` is set. The step's drift report is judged against
+    SOMEMODEL_DRIFT_PSI_THRESHOLD: a run whose data drifted is tagged `drift` and
+    ends Completed as `Drifted` (announced like a failure), its predictions
+    written and promoted all the same (flows/trends.py).
     """
     run_id = run_id or _run_name()
     backends = open_backends(Settings(), get_run_logger())
