@@ -1,14 +1,22 @@
 """Benchmark the score step against plain `pandas.read_csv` + `predict_proba`.
 
     .venv/bin/python bench/score_bench.py [--rows 2000000] [--chunk-size 20000] [--repeat 3]
+        [--before-step-dir DIR]   # another version's aml_steps/score, e.g. from git archive
 
 Generates an iris-like CSV (id + 4 features) in a temp folder, trains a
-SomeModel on iris, then measures in the same run, each in a fresh subprocess:
+SomeModel on iris (and writes its training profile), then measures in the same
+run, each in a fresh subprocess:
 
 - plain: `pandas.read_csv` of the whole file, then `model.predict_proba` on it
   (no output written);
 - step:  the score step's CLI (`run_score.main`): chunked read, sha256 check,
-  predict, and predictions.csv + manifest.json written.
+  predict, the profile of every row against the training profile, and
+  predictions.csv + drift.json + manifest.json written;
+- before (with `--before-step-dir`): that version's score step on the same
+  model folder without its profile (the step as it was before profiling);
+- profile: the profile alone (`ProfileBuilder.add`) over `--rows` random rows
+  in chunks, under tracemalloc: its peak traced memory, at this row count and
+  at 10x, shows whether the profile's memory depends on the rows.
 
 Each child reports its wall time and its own peak RSS (`VmHWM`), plus its
 peak RSS once the libraries and the model are loaded, so the table shows the memory
@@ -81,8 +89,10 @@ def generate_csv(path: Path, rows: int, seed: int = 0) -> None:
             )
 
 
-def train_model(model_dir: Path) -> None:
-    """A model folder shaped like the train step's output: model.skops + metadata.json."""
+def train_model(model_dir: Path, with_profile: bool = True) -> None:
+    """A model folder shaped like the train step's output: model.skops (+ profile.json) +
+    metadata.json.
+    """
     from datetime import UTC, datetime
 
     import pandas as pd
@@ -94,7 +104,10 @@ def train_model(model_dir: Path) -> None:
     data = load_iris(as_frame=True)
     x = pd.DataFrame(data.data.to_numpy(), columns=FEATURES)
     y = data.target.map(dict(enumerate(data.target_names)))
+    from somemodel.profile import training_profile
+
     model = SomeModel(random_state=0).fit(x, y)
+    profile = training_profile(x.to_numpy().T, FEATURES, y.to_numpy(), model.classes_)
     model_dir.mkdir(parents=True)
     write_model_artifact(
         model,
@@ -106,6 +119,7 @@ def train_model(model_dir: Path) -> None:
         n_train=len(x),
         n_test=0,
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        profile=profile if with_profile else None,
     )
 
 
@@ -144,8 +158,10 @@ def measure_plain(csv: Path, model_dir: Path) -> dict[str, float]:
     }
 
 
-def measure_step(csv: Path, model_dir: Path, out: Path, chunk_size: int) -> dict[str, float]:
-    sys.path.insert(0, str(STEP_DIR))
+def measure_step(
+    csv: Path, model_dir: Path, out: Path, chunk_size: int, step_dir: Path = STEP_DIR
+) -> dict[str, float]:
+    sys.path.insert(0, str(step_dir))
     import logging
 
     import run_score
@@ -171,9 +187,52 @@ def measure_step(csv: Path, model_dir: Path, out: Path, chunk_size: int) -> dict
     }
 
 
+def measure_profile(rows: int, chunk_size: int) -> dict[str, float]:
+    """The profile alone over `rows` random rows: seconds, and tracemalloc's peak above the
+    chunk being counted (the profile's own memory).
+    """
+    import tracemalloc
+
+    import numpy as np
+
+    from somemodel.profile import ProfileBuilder, training_profile
+
+    rng = np.random.default_rng(0)
+    sample = rng.normal(size=(4, 10_000))
+    reference = training_profile(sample, FEATURES, np.array(["a"] * 10_000), ["a", "b", "c"])
+    builder = ProfileBuilder(FEATURES, ["a", "b", "c"], reference)
+    chunk = rng.normal(size=(4, chunk_size)) * 1.1
+    predicted = rng.integers(0, 3, chunk_size)
+    started = time.perf_counter()
+    for _ in range(0, rows, chunk_size):
+        builder.add(chunk, predicted)
+    seconds = time.perf_counter() - started
+    # Again under tracemalloc (which slows numpy's allocations): the memory only.
+    builder = ProfileBuilder(FEATURES, ["a", "b", "c"], reference)
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    for _ in range(0, rows, chunk_size):
+        builder.add(chunk, predicted)
+    profile = builder.profile()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {
+        "seconds": seconds,
+        "rows": float(profile.rows),
+        "peak_traced_mib": (peak - base) / MIB,
+        "chunk_mib": chunk.nbytes / MIB,
+    }
+
+
 def child(args: argparse.Namespace) -> int:
     if args.measure == "plain":
         result = measure_plain(args.csv, args.model_dir)
+    elif args.measure == "profile":
+        result = measure_profile(args.rows, args.chunk_size)
+    elif args.measure == "before":
+        result = measure_step(
+            args.csv, args.model_dir, args.out, args.chunk_size, args.before_step_dir
+        )
     else:
         result = measure_step(args.csv, args.model_dir, args.out, args.chunk_size)
     print(json.dumps(result))
@@ -183,9 +242,12 @@ def child(args: argparse.Namespace) -> int:
 # --- driver (parent) ---------------------------------------------------------------------
 
 
-def run_child(kind: str, csv: Path, model_dir: Path, out: Path, chunk_size: int) -> dict:
+def run_child(
+    kind: str, csv: Path, model_dir: Path, out: Path, chunk_size: int, *extra: str
+) -> dict:
     argv = [sys.executable, __file__, "--measure", kind, "--csv", str(csv)]
     argv += ["--model-dir", str(model_dir), "--out", str(out), "--chunk-size", str(chunk_size)]
+    argv += list(extra)
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{kind} measurement failed:\n{done.stderr[-3000:]}")
@@ -209,7 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--chunk-size", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--measure", choices=["plain", "step"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--before-step-dir",
+        type=Path,
+        default=None,
+        help="another version's score step folder, measured in the same run (no profile)",
+    )
+    parser.add_argument(
+        "--measure", choices=["plain", "step", "before", "profile"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -224,19 +294,30 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
         root = Path(tmp)
         csv, model_dir = root / "input.csv", root / "model"
+        bare_dir = root / "model-without-profile"
         started = time.perf_counter()
         generate_csv(csv, args.rows)
         train_model(model_dir)
+        train_model(bare_dir, with_profile=False)
         print(
             f"generated {args.rows:,} rows ({csv.stat().st_size / MIB:.0f} MiB on disk) "
             f"in {time.perf_counter() - started:.1f} s"
         )
+        order = ["plain", "step", *(["before"] if args.before_step_dir else [])]
         best: dict[str, dict] = {}
         for attempt in range(args.repeat):
-            # Alternate the order so neither side always runs on a warmer page cache.
-            kinds = ("plain", "step") if attempt % 2 == 0 else ("step", "plain")
+            # Rotate the order so no side always runs on a warmer page cache.
+            kinds = order[attempt % len(order) :] + order[: attempt % len(order)]
             for kind in kinds:
-                result = run_child(kind, csv, model_dir, root / f"out-{attempt}", args.chunk_size)
+                extra = ["--before-step-dir", str(args.before_step_dir)] if kind == "before" else []
+                result = run_child(
+                    kind,
+                    csv,
+                    bare_dir if kind == "before" else model_dir,
+                    root / f"out-{attempt}-{kind}",
+                    args.chunk_size,
+                    *extra,
+                )
                 print(
                     f"  {kind:5s} run {attempt + 1}: {result['seconds']:.2f} s wall, "
                     f"{result['cpu_seconds']:.2f} s CPU"
@@ -246,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                 best[kind]["peak_mib"] = max(best[kind]["peak_mib"], result["peak_mib"])
 
     plain, step = best["plain"], best["step"]
+    root_out = Path(tempfile.gettempdir())
     if plain["rows"] != step["rows"]:
         raise SystemExit(f"row counts differ: plain {plain['rows']}, step {step['rows']}")
     frame = plain["frame_mib"]
@@ -262,13 +344,33 @@ def main(argv: list[str] | None = None) -> int:
         "peak RSS MiB | above baseline MiB |"
     )
     print("|---|---|---|---|---|---|---|")
-    for name, r in (("plain read_csv + predict_proba", plain), ("score step (run_score)", step)):
+    named = [("plain read_csv + predict_proba", plain)]
+    if "before" in best:
+        named.append((f"score step before ({args.before_step_dir}), no profile", best["before"]))
+    named.append(("score step with profiling (run_score)", step))
+    for name, r in named:
         rate = r["rows"] / r["seconds"]
         above = r["peak_mib"] - r["baseline_mib"]
-        ratio = (plain["seconds"] / r["seconds"]) if r is step else 1.0
+        ratio = plain["seconds"] / r["seconds"]
         print(
             f"| {name} | {r['seconds']:.2f} | {rate:,.0f} | {ratio:.0%} | "
             f"{r['cpu_seconds']:.2f} | {r['peak_mib']:.0f} | {above:.0f} |"
+        )
+    if "before" in best:
+        before = best["before"]
+        print(
+            f"\nprofiling on vs before: {before['seconds'] / step['seconds']:.0%} of the "
+            f"throughput (target >= 90%), {step['cpu_seconds'] - before['cpu_seconds']:+.2f} "
+            f"CPU s, {step['peak_mib'] - before['peak_mib']:+.0f} MiB peak RSS"
+        )
+    for rows in (args.rows, 10 * args.rows):
+        profiled = run_child(
+            "profile", csv, model_dir, root_out, args.chunk_size, "--rows", str(rows)
+        )
+        print(
+            f"profile alone, {rows:,} rows: {profiled['seconds']:.3f} s, tracemalloc peak "
+            f"{profiled['peak_traced_mib']:.2f} MiB (the chunk counted: "
+            f"{profiled['chunk_mib']:.2f} MiB)"
         )
     step_above = step["peak_mib"] - step["baseline_mib"]
     throughput = plain["seconds"] / step["seconds"]

@@ -9,8 +9,9 @@
   Prefect notification block, saved in the UI or with its own class);
 - it creates or replaces the automation `somemodel-run-failed`: a flow run of
   the somemodel flows, started from a deployment, that ends Failed, Crashed,
-  or Completed as `NotPromoted` (the promotion gate kept the current model),
-  sends the run's name, state, message and link through that block.
+  or Completed as `NotPromoted` (the promotion gate kept the current model) or
+  `Drifted` (a scoring run's data drifted, flows/trends.py: the message names the
+  features), sends the run's name, state, message and link through that block.
 
 The trigger matches the flows by name (not by deployment id), so set-up may
 run before `prefect deploy`.
@@ -30,7 +31,7 @@ from flows.settings import Settings
 
 AUTOMATION_NAME = "somemodel-run-failed"
 FLOW_NAMES = ("train-somemodel", "score-somemodel", "cleanup-somemodel")
-ANNOUNCED_STATES = ("Failed", "Crashed", "NotPromoted")
+ANNOUNCED_STATES = ("Failed", "Crashed", "NotPromoted", "Drifted")
 
 SUBJECT = "somemodel: {{ flow_run.name }} ended {{ flow_run.state.name }}"
 BODY = """\
@@ -50,8 +51,9 @@ def failure_automation(block_document_id: object) -> AutomationCore:
     return AutomationCore(
         name=AUTOMATION_NAME,
         description=(
-            "Announces somemodel runs that fail, crash, or keep the current model "
-            "(NotPromoted), through the notification block set up by deployments.setup."
+            "Announces somemodel runs that fail, crash, keep the current model "
+            "(NotPromoted) or score drifted data (Drifted), through the notification block "
+            "set up by deployments.setup."
         ),
         trigger=EventTrigger(
             expect={f"prefect.flow-run.{state}" for state in ANNOUNCED_STATES},

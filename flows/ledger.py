@@ -42,7 +42,12 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ra
 from flows.datastore.base import Datastore, PreconditionFailedError, join
 from flows.paths import InvalidPathError, check_run_id
 from flows.scored_files import ScoredFiles
-from somemodel.artifacts import MANIFEST_FILENAME, METADATA_FILENAME, PREDICTIONS_FILENAME
+from somemodel.artifacts import (
+    DRIFT_FILENAME,
+    MANIFEST_FILENAME,
+    METADATA_FILENAME,
+    PREDICTIONS_FILENAME,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +99,11 @@ def predictions_manifest_path(run_id: str) -> str:
     and row counts that verification checks.
     """
     return f"{predictions_dir(run_id)}/{MANIFEST_FILENAME}"
+
+
+def drift_report_path(run_id: str) -> str:
+    """The drift report of scoring run `run_id`, next to its predictions (written by the step)."""
+    return f"{predictions_dir(run_id)}/{DRIFT_FILENAME}"
 
 
 def prediction_parts_dir(run_id: str) -> str:
@@ -262,6 +272,20 @@ class RunLedger:
     def scored_files(self, is_running: Callable[[str], bool], lease: timedelta) -> ScoredFiles:
         """The exactly-once record of scored input files (claims, then marks), in this store."""
         return ScoredFiles(self.datastore, is_running=is_running, lease=lease)
+
+    # finished runs
+
+    def finished_runs(self, root: str, record: str) -> list[str]:
+        """The run ids under `root` whose folder holds `record` (the file a step writes
+        last: `metadata.json`, `manifest.json`), sorted; `latest.json` and other files are
+        not runs.
+        """
+        runs = []
+        for path in self.datastore.list_files(root):
+            parts = PurePosixPath(path).parts
+            if len(parts) == 3 and parts[2] == record:
+                runs.append(parts[1])
+        return sorted(runs)
 
     # reuse records
 

@@ -50,6 +50,7 @@ from flows.tasks import (
     upload_wheel,
     verify_model_blob,
 )
+from flows.trends import alert_on_drift, check_drift, record_history
 
 SAMPLE_FILE = SAMPLES_DIR / "iris_score.csv"
 SAMPLE_PATH = "samples/iris_score.csv"
@@ -148,6 +149,11 @@ def score(
     with the same model and step code reuses the earlier run's predictions
     (flows/reuse.py).
 
+    The step's drift report is judged against SOMEMODEL_DRIFT_PSI_THRESHOLD: a
+    run whose data drifted is tagged `drift` and ends Completed as `Drifted`
+    (announced like a failure), its predictions written and promoted all the
+    same (flows/trends.py).
+
     Args:
         input_path: A CSV file or a folder of CSVs in the datastore, e.g.
             raw/score/2026-11-23.csv; a folder's files that earlier runs scored are skipped.
@@ -176,14 +182,16 @@ def score(
     predictions = verify_predictions_blob(datastore, scored.run_id, verified)
     mark_files_scored(datastore, backends.settings, batch, predictions.run_id)
     promoted = promote_predictions(datastore, predictions)
+    drift = check_drift(datastore, backends.settings, predictions)
 
     summary = ScoreSummary(
-        run_id, input_path, environment, scored, verified, predictions, promoted, shards
+        run_id, input_path, environment, scored, verified, predictions, promoted, shards, drift
     )
     create_markdown_artifact(
         key="score-summary", markdown=summary.to_markdown(), description=f"Run {run_id}"
     )
-    return summary
+    record_history(datastore, backends.settings, "drift", drift)
+    return alert_on_drift(summary, drift)
 
 
 def seed_sample(settings: Settings) -> None:
@@ -242,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"             (reused from run {predictions.run_id}: same input and model)")
     print(f"rows:        {predictions.rows} ({summary.distribution()})")
     print(f"latest:      {'moved' if summary.promoted else 'not moved (a newer run is latest)'}")
+    if summary.drift is not None:
+        print(f"drift:       {summary.drift.summary_line()}")
     return 0
 
 

@@ -26,6 +26,7 @@ import pyarrow.csv as pa_csv
 from flows.compute.base import EnvironmentRef, StepInput, StepResult
 from flows.datastore.base import Datastore, DatastoreNotFoundError
 from flows.datastore.transfer import resolve_input
+from flows.drift import DriftCheck
 from flows.ledger import predictions_manifest_path, predictions_path
 from flows.registry import ModelRef, read_artifact_record
 from somemodel.artifacts import PREDICTIONS_FILENAME, PredictionsManifest
@@ -198,6 +199,7 @@ class ScoreSummary:
     promoted: bool
     # The shard steps whose outputs `step` merged (a sharded run only).
     shards: tuple[StepResult, ...] = ()
+    drift: DriftCheck | None = None
 
     def distribution(self) -> str:
         """`setosa 10, versicolor 12, ...` (or `none` for zero rows)."""
@@ -216,6 +218,7 @@ class ScoreSummary:
         lines = [
             f"# Scoring run `{self.run_id}`",
             "",
+            *([f"**{self.drift.summary_line()}**", ""] if self.drift is not None else []),
             rows_line,
             f"- input: `{self.input_path}`",
             f"- model: training run `{self.model.run_id}` (`{self.model.model_path}`)",
@@ -247,4 +250,6 @@ class ScoreSummary:
             lines.append(f"| {cls} | {count} | {share} |")
         lines += ["", "| input file | rows |", "|---|---|"]
         lines += [f"| `{path}` | {rows} |" for path, rows in p.inputs]
+        if self.drift is not None:
+            lines.append(self.drift.to_markdown())
         return "\n".join(lines)

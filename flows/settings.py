@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     score_min_files_per_shard: int = Field(default=2, ge=1)
     # How many steps of a fan-out the local compute runs at once (0: one per CPU).
     local_max_parallel: int = Field(default=0, ge=0)
+    # A scoring run drifted when a feature's PSI against the training profile (or the
+    # predicted classes' against the training class balance) is above this and above
+    # its sampling-noise floor (docs/score.md, "Drift").
+    drift_psi_threshold: float = Field(default=0.25, gt=0)
+    # How many weeks of history the drift trend artifact and `python -m flows.report` show.
+    history_weeks: int = Field(default=12, ge=1)
 
     # --- the weekly cycle (docs/deployments.md) -------------------------------------
     # A scoring run's claim on a new file may be taken over after this long, even

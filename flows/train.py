@@ -35,6 +35,7 @@ from flows.tasks import (
     verify_model_blob,
 )
 from flows.training_files import record_training_files
+from flows.trends import record_history
 
 SAMPLE_FILE = SAMPLES_DIR / "iris.csv"
 SAMPLE_PATH = "samples/iris.csv"
@@ -91,6 +92,7 @@ def train(
     summary = TrainSummary(
         run_id, input_path, environment, steps, model, promoted, registration, gate
     )
+    record_history(backends.datastore, backends.settings, "training")
     return final_state(_report(summary), gate)
 
 

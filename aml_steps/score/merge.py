@@ -3,8 +3,10 @@
 Shard k scored a contiguous range of the folder's sorted CSVs (`shard_files`),
 so appending the shards in order, each one's header dropped after the first,
 gives the plain score step's `predictions.csv` byte for byte, and joining their
-manifests gives its `manifest.json` key for key. The copy streams, so memory
-does not depend on the size of the shards.
+manifests gives its `manifest.json` key for key. The shards' drift reports
+merge exactly too: their profiles are counts per bin, summed (never averaged
+statistics), so the merged `drift.json` is the plain step's. The copy streams,
+so memory does not depend on the size of the shards.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from outputs import ScoreError
 from somemodel.artifacts import (
     PREDICTIONS_FILENAME,
     ArtifactError,
+    DriftReport,
     PredictionsManifest,
     atomic_output,
     begin_predictions,
+    read_drift_report,
     read_manifest,
 )
+from somemodel.profile import ProfileError, merge_profiles
 
 _COPY_BUFFER = 8 << 20
 _SHOWN = 5
@@ -107,3 +112,29 @@ def merge_shards(
         )
     except ArtifactError as exc:
         raise ScoreError(f"the shards do not make a valid manifest: {exc}") from exc
+
+
+def merge_drift_reports(
+    shard_dirs: list[Path], *, run_id: str, created_at: datetime
+) -> DriftReport:
+    """One drift report for the shards' rows: their scored profiles summed, bin by bin."""
+    try:
+        reports = [read_drift_report(folder) for folder in shard_dirs]
+    except ArtifactError as exc:
+        raise ScoreError(f"a shard has no valid drift report: {exc}") from exc
+    first = reports[0]
+    for k, report in enumerate(reports[1:], start=1):
+        if (report.model_sha256, report.training) != (first.model_sha256, first.training):
+            raise ScoreError(f"shards 0 and {k} compared with different training profiles")
+    try:
+        scored = merge_profiles([report.scored for report in reports])
+    except ProfileError as exc:
+        raise ScoreError(f"the shards' profiles do not merge: {exc}") from exc
+    return DriftReport(
+        run_id=run_id,
+        model_run_id=first.model_run_id,
+        model_sha256=first.model_sha256,
+        created_at=created_at.isoformat(),
+        training=first.training,
+        scored=scored,
+    )

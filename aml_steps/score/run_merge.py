@@ -13,10 +13,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from merge import merge_shards
+from merge import merge_drift_reports, merge_shards
 from outputs import ScoreError
 
-from somemodel.artifacts import write_manifest
+from somemodel.artifacts import write_drift_report, write_manifest
 
 logger = logging.getLogger("run_merge")
 _SHARD_FLAG = re.compile(r"^--shard-(\d+)$")
@@ -46,17 +46,20 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    created_at = datetime.now(UTC)
     try:
         manifest = merge_shards(
             args.shards,
             args.predictions,
             run_id=args.run_id,
             expected_files=args.expected_files,
-            created_at=datetime.now(UTC),
+            created_at=created_at,
         )
+        report = merge_drift_reports(args.shards, run_id=args.run_id, created_at=created_at)
     except ScoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    write_drift_report(report, args.predictions)
     written = write_manifest(manifest, args.predictions)
     logger.info(
         "merged %d shards: %d files, %d rows; wrote %s",

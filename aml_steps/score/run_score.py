@@ -10,14 +10,17 @@ from pathlib import Path
 
 from score import (
     ScoreError,
+    build_drift_report,
     build_manifest,
     load_trained_model,
     read_file_list,
     score_files,
+    training_profile_of,
     use_system_allocator,
 )
 
-from somemodel.artifacts import write_manifest
+from somemodel.artifacts import write_drift_report, write_manifest
+from somemodel.profile import ProfileBuilder
 
 logger = logging.getLogger("run_score")
 
@@ -59,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trained = load_trained_model(args.model)
         logger.info("loaded model of run %s (sha256 %s)", trained.metadata.run_id, trained.sha256)
+        training = training_profile_of(trained)
+        if training is None:
+            logger.info("the model has no training profile: drift is not measured")
+        profile = ProfileBuilder(trained.feature_names, trained.model.classes_, training)
         inputs = score_files(
             trained,
             args.input_data,
@@ -67,12 +74,24 @@ def main(argv: list[str] | None = None) -> int:
             chunk_size=args.chunk_size,
             only=read_file_list(args.files) if args.files else None,
             shard=(args.shard_index, args.shard_count),
+            profile=profile,
         )
     except ScoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    created_at = datetime.now(UTC)
+    report = build_drift_report(
+        run_id=args.run_id,
+        trained=trained,
+        training=training,
+        scored=profile.profile(),
+        created_at=created_at,
+    )
+    write_drift_report(report, args.predictions)
+    for feature in report.features:
+        logger.info("drift: %s PSI %.4f", feature.name, feature.psi)
     manifest = build_manifest(
-        run_id=args.run_id, trained=trained, inputs=inputs, created_at=datetime.now(UTC)
+        run_id=args.run_id, trained=trained, inputs=inputs, created_at=created_at
     )
     written = write_manifest(manifest, args.predictions)
     logger.info("scored %d rows; wrote %s", manifest.output_rows, written)

@@ -32,13 +32,16 @@ from threadpoolctl import threadpool_limits
 from somemodel import SomeModel
 from somemodel.artifacts import (
     ArtifactError,
+    DriftReport,
     PredictionsManifest,
     ScoredInput,
     VerifiedModel,
     atomic_output,
     begin_predictions,
     load_verified_model,
+    read_training_profile,
 )
+from somemodel.profile import DataProfile, ProfileBuilder
 
 __all__ = ["ScoreError"]
 
@@ -162,6 +165,7 @@ class ScoredChunk:
 
     row_ids: pa.Array
     proba: np.ndarray  # (rows, classes) in model.classes_ order, each within [0, 1]
+    features: np.ndarray | None = None  # (features, rows): what the profile counts
 
     def __len__(self) -> int:
         return len(self.row_ids)
@@ -180,7 +184,7 @@ def score_batch(
     ids = row_ids(batch, id_column, row_offset, source)
     n_classes = len(model.classes_)
     if not len(x):  # scikit-learn refuses zero rows
-        return ScoredChunk(ids, np.empty((0, n_classes)))
+        return ScoredChunk(ids, np.empty((0, n_classes)), x.T)
     # The model gets the columns it was trained on, by name; finiteness is checked above.
     with config_context(assume_finite=True):
         proba = np.asarray(
@@ -197,7 +201,7 @@ def score_batch(
             f"{source}: the model returned probabilities outside [0, 1] (or NaN) for data "
             f"rows {_bad_rows(~valid.all(axis=1), row_offset)} (1-based, header excluded)"
         )
-    return ScoredChunk(ids, np.clip(proba, 0.0, 1.0))
+    return ScoredChunk(ids, np.clip(proba, 0.0, 1.0), x.T)
 
 
 def _quoted(text: str) -> str:
@@ -271,22 +275,29 @@ class PredictionsCsv:
             [f'",{_quoted(label)},' for label in labels], pa.large_string()
         )
 
-    def write_rows(self, out: BinaryIO, chunk: ScoredChunk) -> None:
+    def write_rows(
+        self, out: BinaryIO, chunk: ScoredChunk, profile: ProfileBuilder | None = None
+    ) -> None:
         """Append the chunk's rows to ``out`` as UTF-8 CSV lines.
 
         Arrow joins each row's cells in C++ (64-bit offsets: no size limit per chunk).
         A row's last cell carries the opening quote of the next row's id, as a scalar
         in the join costs ~2x: the chunk is '"' + its lines without their final quote.
+        With ``profile``, the chunk's features and predicted classes are counted too
+        (here, on the writer thread, off the path of reading and predicting).
         """
         if not len(chunk):
             return
+        predicted_index = np.argmax(chunk.proba, axis=1)
+        if profile is not None and chunk.features is not None:
+            profile.add(chunk.features, predicted_index)
         cells = _probability_cells(chunk.proba)
         width = cells.shape[1]
         offsets = np.arange(0, len(chunk) * width + 1, width, dtype=np.int64)
         probabilities = pa.LargeStringArray.from_buffers(
             len(chunk), pa.py_buffer(offsets), pa.py_buffer(cells)
         )
-        predicted = self._class_cells.take(pa.array(np.argmax(chunk.proba, axis=1)))
+        predicted = self._class_cells.take(pa.array(predicted_index))
         ids = chunk.row_ids.cast(pa.large_string())
         id_bytes = ids.buffers()[2]  # may span more than this slice: still a safe test
         if id_bytes is not None and (np.frombuffer(id_bytes, dtype=np.uint8) == ord('"')).any():
@@ -302,6 +313,25 @@ class PredictionsCsv:
 def csv_header(classes: list[Any] | np.ndarray) -> bytes:
     """The header line ``score_files`` writes for a model with these classes."""
     return PredictionsCsv(classes).header
+
+
+def build_drift_report(
+    *,
+    run_id: str,
+    trained: TrainedModel,
+    training: DataProfile | None,
+    scored: DataProfile,
+    created_at: datetime,
+) -> DriftReport:
+    """The content of ``drift.json``: the scored rows' profile against the training profile."""
+    return DriftReport(
+        run_id=run_id,
+        model_run_id=trained.metadata.run_id,
+        model_sha256=trained.sha256,
+        created_at=created_at.isoformat(),
+        training=training,
+        scored=scored,
+    )
 
 
 def build_manifest(
@@ -334,6 +364,14 @@ def load_trained_model(model_dir: Path) -> TrainedModel:
     """The model of a train output folder, loaded only after its sha256 matched its metadata."""
     try:
         return load_verified_model(model_dir)
+    except ArtifactError as exc:
+        raise ScoreError(str(exc)) from exc
+
+
+def training_profile_of(trained: TrainedModel) -> DataProfile | None:
+    """The training profile the model's metadata names; None for a model trained without one."""
+    try:
+        return read_training_profile(trained.path.parent, trained.metadata)
     except ArtifactError as exc:
         raise ScoreError(str(exc)) from exc
 
@@ -625,6 +663,7 @@ def score_files(
     base: Path | None = None,
     shard: tuple[int, int] = (0, 1),
     only: list[str] | None = None,
+    profile: ProfileBuilder | None = None,
 ) -> list[InputSummary]:
     """Score every CSV under ``input_path`` into ``out_dir/predictions.csv`` (atomically).
 
@@ -632,7 +671,8 @@ def score_files(
     File names (in row ids and summaries) are relative to ``base``, by default
     ``input_path`` (a folder) or its parent (a file). ``only`` restricts a
     folder to these relative paths (the flow's new files); ``shard`` = (index,
-    count) then scores only that shard of them (``shard_files``).
+    count) then scores only that shard of them (``shard_files``). ``profile``, when
+    given, counts every scored row (features and predicted class) in the same pass.
     """
     if chunk_size < 1:
         raise ScoreError(f"chunk size must be at least 1, got {chunk_size}")
@@ -672,7 +712,7 @@ def score_files(
                 scored = score_batch(model, batch, features, id_column, rows, relative)
                 if pending is not None:
                     pending.result()
-                pending = pool.submit(predictions_csv.write_rows, out, scored)
+                pending = pool.submit(predictions_csv.write_rows, out, scored, profile)
                 rows += batch.num_rows
             logger.info("scored %d rows from %s", rows, relative)
             summaries.append(InputSummary(path=relative, rows=rows))

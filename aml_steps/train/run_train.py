@@ -17,7 +17,7 @@ from train import (
     write_holdout,
 )
 
-from somemodel.artifacts import save_model_file, write_metadata
+from somemodel.artifacts import save_model_file, write_metadata, write_training_profile
 
 logger = logging.getLogger("run_train")
 
@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("wrote model to %s (sha256 %s)", args.trained_model, sha256)
     if result.holdout is not None:
         write_holdout(result.holdout, args.trained_model)
+    profile_file = None
+    if result.profile is not None:
+        profile_file = write_training_profile(result.profile, args.trained_model)
     log_to_mlflow(
         result,
         {
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         target_col=args.target_col,
         model_sha256=sha256,
         created_at=datetime.now(UTC),
+        profile_file=profile_file,
     )
     written = write_metadata(metadata, args.trained_model)
     logger.info("wrote %s", written)

@@ -20,6 +20,7 @@ from sklearn.model_selection import train_test_split
 
 from somemodel import SomeModel
 from somemodel.artifacts import HOLDOUT_FILENAME, ModelMetadata, atomic_output
+from somemodel.profile import DataProfile, training_profile
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class TrainResult:
     n_train: int
     n_test: int
     holdout: pd.DataFrame | None = None
+    profile: DataProfile | None = None
 
 
 def _json_value(value: Any) -> Any:
@@ -152,8 +154,22 @@ def train(
     )
     holdout = x_test.assign(**{target_col: y_test})
     return TrainResult(
-        model=model, metrics=metrics, n_train=len(x_train), n_test=len(x_test), holdout=holdout
+        model=model,
+        metrics=metrics,
+        n_train=len(x_train),
+        n_test=len(x_test),
+        holdout=holdout,
+        profile=profile_training_data(x, y, model),
     )
+
+
+def profile_training_data(x: pd.DataFrame, y: pd.Series, model: SomeModel) -> DataProfile:
+    """The profile scoring compares with: every prepared row (train and held-out), each
+    feature's deciles, range and missing cells, and the class balance.
+    """
+    # A float64 frame is one column-major block: its transpose is (features, rows), no copy.
+    by_column = x.to_numpy(dtype=np.float64).T
+    return training_profile(by_column, [str(c) for c in x.columns], y.to_numpy(), model.classes_)
 
 
 def build_metadata(
@@ -164,6 +180,7 @@ def build_metadata(
     target_col: str,
     model_sha256: str,
     created_at: datetime,
+    profile_file: str | None = None,
 ) -> ModelMetadata:
     """The content of ``metadata.json``: everything needed to verify and trace a model."""
     return ModelMetadata.for_model(
@@ -176,6 +193,7 @@ def build_metadata(
         n_train=result.n_train,
         n_test=result.n_test,
         created_at=created_at,
+        profile_file=profile_file,
     )
 
 

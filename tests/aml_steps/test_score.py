@@ -68,7 +68,11 @@ def test_predictions_match_model(tmp_path: Path, trained_dir: Path, iris_df: pd.
     assert manifest["classes"] == ["setosa", "versicolor", "virginica"]
     meta = json.loads((trained_dir / "metadata.json").read_text())
     assert manifest["model_sha256"] == meta["model_sha256"]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "predictions.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "drift.json",
+        "manifest.json",
+        "predictions.csv",
+    ]
 
 
 def test_id_passthrough_kept_as_text(

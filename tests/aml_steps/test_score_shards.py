@@ -72,6 +72,13 @@ def test_merged_shards_equal_the_plain_step_byte_for_byte(
     assert merged_manifest["output_rows"] == 150
     rows = [len(pd.read_csv(s / "predictions.csv")) for s in shards]
     assert sum(rows) == 150
+    # The drift report too: the shards' counts summed are the plain step's, bin for bin.
+    plain_drift = json.loads((plain / "drift.json").read_text())
+    merged_drift = json.loads((merged / "drift.json").read_text())
+    plain_drift.pop("created_at"), merged_drift.pop("created_at")
+    assert merged_drift == plain_drift
+    assert merged_drift["status"] == "compared"
+    assert merged_drift["scored_profile"]["rows"] == 150
 
 
 def test_a_missing_or_unfinished_shard_fails_the_merge(

@@ -17,7 +17,7 @@ from somemodel import load_model
 METADATA_KEYS = {
     "run_id", "input_path", "target_col", "model_file", "model_sha256", "metrics",
     "feature_names", "classes", "somemodel_version", "sklearn_version", "python_version",
-    "n_train", "n_test", "created_at",
+    "n_train", "n_test", "created_at", "profile_file",
 }  # fmt: skip
 
 
@@ -87,6 +87,7 @@ def test_main_end_to_end(tmp_path: Path, iris_df: pd.DataFrame) -> None:
         "holdout.parquet",
         "metadata.json",
         "model.skops",
+        "profile.json",
     ]
     meta = json.loads((out / "metadata.json").read_text())
     assert set(meta) == METADATA_KEYS

@@ -87,6 +87,7 @@ def test_set_up_with_a_webhook_creates_the_block_and_one_failure_automation() ->
         "prefect.flow-run.Failed",
         "prefect.flow-run.Crashed",
         "prefect.flow-run.NotPromoted",
+        "prefect.flow-run.Drifted",
     }
     (action,) = automation.actions
     assert "{{ flow_run.state.message }}" in action.body  # type: ignore[union-attr]

@@ -39,7 +39,13 @@ def test_train_then_score_the_bundled_samples(
     out = capsys.readouterr().out
     assert f"model:       {trained['run_id']}" in out
     assert "rows:        30 (" in out
+    # The real step scripts in the wheel's venv: a training profile, a drift report; 30 rows
+    # of the training distribution stay under their noise floor (docs/score.md, "Drift").
+    assert f"trained_models/{trained['run_id']}/profile.json" in steps
+    assert "drift:       no drift: largest feature PSI" in out
     scored = json.loads((root / "predictions" / "latest.json").read_text())
     manifest = json.loads((root / "predictions" / scored["run_id"] / "manifest.json").read_text())
     assert manifest["model_run_id"] == trained["run_id"]
     assert manifest["output_rows"] == 30
+    drift = json.loads((root / "predictions" / scored["run_id"] / "drift.json").read_text())
+    assert (drift["status"], drift["rows"]) == ("compared", 30)

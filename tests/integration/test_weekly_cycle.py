@@ -13,7 +13,9 @@ through the API at given scheduled times, as the schedules would:
   not promoted (NotPromoted) and is announced; a run on a missing input fails
   with the path and the fix as its state message and reaches the webhook; the
   retention clean-up deletes a month-old run's leftovers and keeps what
-  latest.json names.
+  latest.json names;
+- then shifted data (petal_length x 3, no setosa) is scored: the run ends
+  Drifted with the tag `drift`, and the drift reaches the webhook too.
 """
 
 from __future__ import annotations
@@ -381,3 +383,19 @@ def test_three_week_cycle(cycle: Cycle, tmp_path: Path) -> None:
     summary = _summary(cycle, cleaned.id, "cleanup-summary")
     assert f"deleted `prepared_dataframes/train-{month_old}-0ld0ld00/`" in summary
     assert f"kept `score_batches/{latest_scoring}/`: in use" in summary
+
+    # Drifted data is scored and announced like a failure (docs/score.md, "Drift").
+    shifted = pd.read_csv(SAMPLE_CSV)
+    shifted = shifted[shifted["target"] != "setosa"].drop(columns="target")
+    shifted["petal_length"] *= 3
+    _put_csv(cycle, tmp_path, "raw/score/week-3-shifted.csv", shifted)
+    drifted = _wait_final(cycle, _create_run(cycle, SCORE, WEEK_3))
+    assert drifted.state is not None
+    assert (drifted.state.type, drifted.state.name) == (StateType.COMPLETED, "Drifted")
+    assert "drift" in drifted.tags
+    assert (drifted.state.message or "").startswith("DRIFT: ")
+    assert "petal_length (PSI " in (drifted.state.message or "")
+    assert _json(cycle, "predictions/latest.json")["run_id"] == drifted.name  # type: ignore[index]
+    notice = cycle.webhook.wait_for(drifted.name)
+    assert "Drifted" in notice["subject"]
+    assert "petal_length (PSI " in notice["text"]

@@ -34,6 +34,14 @@ import sklearn
 from somemodel._version import __version__
 from somemodel.models import SomeModel
 from somemodel.persistence import ModelLoadError, load_model, save_model
+from somemodel.profile import (
+    ClassDrift,
+    DataProfile,
+    FeatureDrift,
+    ProfileError,
+    compare_classes,
+    compare_features,
+)
 
 MODEL_FILENAME = "model.skops"
 METADATA_FILENAME = "metadata.json"
@@ -42,6 +50,11 @@ MANIFEST_FILENAME = "manifest.json"
 # The train step's held-out rows (features + target), written before metadata.json:
 # the promotion gate scores the current model on the same rows as the new one.
 HOLDOUT_FILENAME = "holdout.parquet"
+# The training data's profile (somemodel.profile), written before metadata.json, which
+# names it; a model trained before profiles joined the contract has none.
+PROFILE_FILENAME = "profile.json"
+# A scoring run's drift report, written next to predictions.csv before manifest.json.
+DRIFT_FILENAME = "drift.json"
 
 _HASH_CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -156,6 +169,10 @@ def _is_labels(value: Any) -> bool:
     )
 
 
+def _is_file_name_or_none(value: Any) -> bool:
+    return value is None or _is_file_name(value)
+
+
 def _is_object(value: Any) -> bool:
     return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
 
@@ -176,6 +193,8 @@ class _Record:
     # key -> (check, what the value must be, for the message)
     _checks: ClassVar[Mapping[str, tuple[Callable[[Any], bool], str]]]
     _what: ClassVar[str]
+    # Keys added after files were written without them: absent reads as None.
+    _optional: ClassVar[frozenset[str]] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready values, key for key as ``metadata.json``/``manifest.json``."""
@@ -205,6 +224,8 @@ class _Record:
             raise ArtifactError(f"{source} is not valid JSON: {exc}") from exc
         if not isinstance(record, dict):
             raise ArtifactError(f"{source} holds a JSON {type(record).__name__}, not an object")
+        for name in cls._optional:
+            record.setdefault(name, None)
         missing = sorted(set(cls._checks) - set(record))
         if missing:
             raise ArtifactError(
@@ -246,8 +267,10 @@ class ModelMetadata(_Record):
     n_train: int
     n_test: int
     created_at: str
+    profile_file: str | None = None
 
     _what: ClassVar[str] = METADATA_FILENAME
+    _optional: ClassVar[frozenset[str]] = frozenset({"profile_file"})
     _checks: ClassVar[Mapping[str, tuple[Callable[[Any], bool], str]]] = {
         "run_id": (_is_str, "a string"),
         "input_path": (_is_str, "a string"),
@@ -263,6 +286,7 @@ class ModelMetadata(_Record):
         "n_train": (_is_count, "a whole number >= 0"),
         "n_test": (_is_count, "a whole number >= 0"),
         "created_at": (_is_timestamp, "an ISO 8601 timestamp"),
+        "profile_file": (_is_file_name_or_none, "null or a file name without folders"),
     }
 
     @classmethod
@@ -278,6 +302,7 @@ class ModelMetadata(_Record):
         n_train: int,
         n_test: int,
         created_at: datetime,
+        profile_file: str | None = None,
     ) -> ModelMetadata:
         """The metadata of a fitted ``model`` saved as :data:`MODEL_FILENAME`."""
         return cls(
@@ -295,6 +320,7 @@ class ModelMetadata(_Record):
             n_train=n_train,
             n_test=n_test,
             created_at=created_at.isoformat(),
+            profile_file=profile_file,
         )
 
     def to_json(self) -> str:
@@ -358,6 +384,37 @@ def save_model_file(model: SomeModel, folder: Path) -> str:
     return sha256_of_file(target)
 
 
+def write_training_profile(profile: DataProfile, folder: Path) -> str:
+    """Write the training profile into the model folder (before ``metadata.json``, which
+    names it); return its file name for the metadata.
+    """
+    atomic_write_text(Path(folder) / PROFILE_FILENAME, json.dumps(profile.to_dict()) + "\n")
+    return PROFILE_FILENAME
+
+
+def read_training_profile(folder: Path, metadata: ModelMetadata) -> DataProfile | None:
+    """The training profile ``metadata`` names; None for a model trained without one."""
+    if metadata.profile_file is None:
+        return None
+    path = Path(folder) / metadata.profile_file
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path} not found, although {METADATA_FILENAME} names it") from exc
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    try:
+        profile = DataProfile.from_dict(record)
+    except ProfileError as exc:
+        raise ArtifactError(f"{path}: {exc}") from exc
+    if profile.feature_names != list(metadata.feature_names):
+        raise ArtifactError(
+            f"{path} profiles features {profile.feature_names[:10]}, the model has "
+            f"{list(metadata.feature_names)[:10]}"
+        )
+    return profile
+
+
 def write_metadata(metadata: ModelMetadata, folder: Path) -> Path:
     """Write ``metadata.json``; call it after the model file: it marks the folder complete."""
     return atomic_write_text(Path(folder) / METADATA_FILENAME, metadata.to_json())
@@ -374,9 +431,13 @@ def write_model_artifact(
     n_train: int,
     n_test: int,
     created_at: datetime,
+    profile: DataProfile | None = None,
 ) -> ModelMetadata:
-    """Write a complete model folder: the model file, then its ``metadata.json``."""
+    """Write a complete model folder: the model file (and training profile), then its
+    ``metadata.json``.
+    """
     sha256 = save_model_file(model, folder)
+    profile_file = write_training_profile(profile, folder) if profile is not None else None
     metadata = ModelMetadata.for_model(
         model,
         model_sha256=sha256,
@@ -387,6 +448,7 @@ def write_model_artifact(
         n_train=n_train,
         n_test=n_test,
         created_at=created_at,
+        profile_file=profile_file,
     )
     write_metadata(metadata, folder)
     return metadata
@@ -552,3 +614,95 @@ def read_manifest(folder: Path) -> PredictionsManifest:
             f"{MANIFEST_FILENAME} not found in {folder}: the score step did not finish"
         ) from exc
     return PredictionsManifest.from_json(text, source=str(path))
+
+
+# --- drift report -------------------------------------------------------------------------------
+
+NO_TRAINING_PROFILE = "no training profile"
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """``drift.json``: the profile of the rows a scoring run scored, against training's.
+
+    Both profiles are kept (counts), so shards' reports merge exactly and a reader
+    can draw the bins; the measures are computed from them, never stored alone.
+    """
+
+    run_id: str
+    model_run_id: str
+    model_sha256: str
+    created_at: str
+    training: DataProfile | None
+    scored: DataProfile
+
+    @property
+    def status(self) -> str:
+        return "compared" if self.training is not None else NO_TRAINING_PROFILE
+
+    @property
+    def features(self) -> tuple[FeatureDrift, ...]:
+        if self.training is None:
+            return ()
+        return compare_features(self.training, self.scored)
+
+    @property
+    def classes(self) -> ClassDrift | None:
+        if self.training is None:
+            return None
+        return compare_classes(self.training, self.scored)
+
+    def to_json(self) -> str:
+        classes = self.classes
+        return (
+            json.dumps(
+                {
+                    "run_id": self.run_id,
+                    "model_run_id": self.model_run_id,
+                    "model_sha256": self.model_sha256,
+                    "created_at": self.created_at,
+                    "status": self.status,
+                    "rows": self.scored.rows,
+                    "features": [f.to_dict() for f in self.features],
+                    "classes": classes.to_dict() if classes is not None else None,
+                    "training_profile": (
+                        self.training.to_dict() if self.training is not None else None
+                    ),
+                    "scored_profile": self.scored.to_dict(),
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+
+    @classmethod
+    def from_json(cls, text: str, source: str = DRIFT_FILENAME) -> DriftReport:
+        """Parse ``drift.json``; ArtifactError naming ``source`` when it is not one."""
+        try:
+            record = json.loads(text)
+            training = record["training_profile"]
+            return cls(
+                run_id=str(record["run_id"]),
+                model_run_id=str(record["model_run_id"]),
+                model_sha256=str(record["model_sha256"]),
+                created_at=str(record["created_at"]),
+                training=DataProfile.from_dict(training) if training is not None else None,
+                scored=DataProfile.from_dict(record["scored_profile"]),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ProfileError) as exc:
+            raise ArtifactError(f"{source} is not a drift report: {exc}") from exc
+
+
+def write_drift_report(report: DriftReport, folder: Path) -> Path:
+    """Write ``drift.json`` next to the predictions (before ``manifest.json``)."""
+    return atomic_write_text(Path(folder) / DRIFT_FILENAME, report.to_json())
+
+
+def read_drift_report(folder: Path) -> DriftReport:
+    """The drift report in the predictions folder ``folder``."""
+    path = Path(folder) / DRIFT_FILENAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{DRIFT_FILENAME} not found in {folder}") from exc
+    return DriftReport.from_json(text, source=str(path))
