@@ -13,7 +13,6 @@ import sys
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import AfterValidator
@@ -40,6 +39,7 @@ from flows.plan import (
 )
 from flows.registry import MODEL_LATEST, ModelRef, check_model_selector, promote
 from flows.registry import resolve_model_run_id as _resolve_model_run_id
+from flows.report import report
 from flows.samples import SAMPLES_DIR, seed
 from flows.scoring import PredictionsRef, ScoreSummary, check_score_input, verify_predictions
 from flows.settings import Settings
@@ -174,10 +174,7 @@ def score(
     summary = ScoreSummary(
         run_id, input_path, environment, scored, verified, predictions, promoted, shards
     )
-    create_markdown_artifact(
-        key="score-summary", markdown=summary.to_markdown(), description=f"Run {run_id}"
-    )
-    return summary
+    return report(summary)
 
 
 def seed_sample(settings: Settings) -> None:

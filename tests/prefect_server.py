@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -295,6 +296,25 @@ class PrefectServer:
             for run in runs:
                 client.delete_flow_run(run.id)
         return len(runs)
+
+    def read_result(self, flow_run_id: UUID, key: str) -> Any:
+        """The data of the run's JSON result artifact `key` (flows/report.py), as the API has it."""
+        from prefect.client.schemas.filters import (
+            ArtifactFilter,
+            ArtifactFilterFlowRunId,
+            ArtifactFilterKey,
+        )
+
+        with self.client() as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                    key=ArtifactFilterKey(any_=[key]),
+                )
+            )
+        assert len(artifacts) == 1, [a.key for a in artifacts]
+        assert artifacts[0].type == "json"
+        return artifacts[0].data
 
     @contextlib.contextmanager
     def client(self) -> Iterator[SyncPrefectClient]:
