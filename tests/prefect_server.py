@@ -4,9 +4,9 @@ Each server gets its own PREFECT_HOME (so its own SQLite database and
 profiles), analytics off (no internet here) and no UI, and protects its API
 with basic auth as the documented set-up does (docs/api.md): the server runs
 with PREFECT_SERVER_API_AUTH_STRING, and every client the harness makes
-(`env()`, `client()`, the `prefect_api` fixture) sends PREFECT_API_AUTH_STRING. Start-up (importing the
-server, migrating a fresh database) takes 30 s or more on a busy 2-core
-machine, so it waits up to 180 s; the session's server is launched right after
+(`env()`, `client()`, the `prefect_api` fixture) sends PREFECT_API_AUTH_STRING.
+Start-up (importing the server, migrating a fresh database) takes 30 s or
+more on a busy 2-core machine, so it waits up to 180 s; the session's server is launched right after
 collection, so the tests before the first one that needs it run meanwhile.
 Commands the test runs against it (`prefect deploy`, `prefect worker start`...)
 get `env()`: the same home and the server's API URL, and nothing of the
