@@ -6,11 +6,12 @@ with basic auth as the documented set-up does (docs/api.md): the server runs
 with PREFECT_SERVER_API_AUTH_STRING, and every client the harness makes
 (`env()`, `client()`, the `prefect_api` fixture) sends PREFECT_API_AUTH_STRING.
 Start-up (importing the server, migrating a fresh database) takes 30 s or
-more on a busy 2-core machine, so it waits up to 180 s; the session's server is launched right after
-collection, so the tests before the first one that needs it run meanwhile.
-Commands the test runs against it (`prefect deploy`, `prefect worker start`...)
-get `env()`: the same home and the server's API URL, and nothing of the
-developer's own Prefect or SOMEMODEL_* settings.
+more on a busy 2-core machine, so it waits up to 180 s; the session's server
+is launched right after collection, so the tests before the first one that
+needs it run meanwhile. Commands the test runs against it (`prefect deploy`,
+`prefect worker start`...) get `env()`: the same home, the server's API URL
+and credentials, and nothing of the developer's own Prefect or SOMEMODEL_*
+settings.
 
 Every process is started in its own session and stopped by process group, so
 nothing it spawned (uvicorn workers, flow-run subprocesses) outlives the test.
