@@ -194,6 +194,8 @@ def trained(stack: Stack) -> FlowRun:
 
 def test_deploy_from_a_deleted_clone_records_no_path(stack: Stack) -> None:
     with stack.server.client() as client:
+        # Set-up's default limit: a third run waits in the queue.
+        assert client.read_work_pool("somemodel-process").concurrency_limit == 2
         for name in (TRAIN, SCORE):
             deployment = client.read_deployment_by_name(name)
             assert deployment.path is None
