@@ -1,4 +1,10 @@
-"""What `python flows/train.py` and `python flows/score.py` print when a run fails.
+"""How `python flows/train.py` and `python flows/score.py` run a flow: with the project's
+Prefect settings, and one line when a run fails.
+
+Prefect reads `prefect.toml` from the working directory only; the command lines
+apply the checkout's own (a start-up timeout long enough for a fresh database,
+analytics off, the backends' loggers in the run logs) from any directory, under
+what the environment or a `prefect.toml` in the working directory already set.
 
 Prefect's console logging prints the traceback of every failed task and flow
 (about 100 lines for a missing input). By default the command lines keep the
@@ -12,16 +18,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 from prefect.logging.handlers import PrefectConsoleHandler
-from prefect.settings import get_current_settings
+from prefect.settings import get_current_settings, temporary_settings
 from prefect.states import State
 
-from flows.settings import Settings
+from flows.settings import REPO_ROOT, Settings
+
+PROJECT_PREFECT_TOML = REPO_ROOT / "prefect.toml"
 
 
 class PrefectApiUnreachableError(RuntimeError):
@@ -56,6 +66,38 @@ def check_prefect_api(timeout_seconds: float) -> None:
         raise PrefectApiUnreachableError(
             f"could not reach the Prefect API at {url} ({type(exc).__name__}): {fix}"
         ) from exc
+
+
+def read_prefect_toml(path: Path = PROJECT_PREFECT_TOML) -> dict[str, Any]:
+    """The settings a `prefect.toml` holds, by dotted name (`server.analytics_enabled`...)."""
+    if not path.is_file():  # not a checkout (e.g. installed from a wheel): Prefect's own
+        return {}
+
+    def flatten(table: dict[str, Any], prefix: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for key, value in table.items():
+            if isinstance(value, dict):
+                found |= flatten(value, f"{prefix}{key}.")
+            else:
+                found[f"{prefix}{key}"] = value
+        return found
+
+    return flatten(tomllib.loads(path.read_text(encoding="utf-8")), "")
+
+
+@contextmanager
+def project_prefect_settings(path: Path = PROJECT_PREFECT_TOML) -> Iterator[None]:
+    """The checkout's `prefect.toml` as defaults: a setting already set elsewhere wins."""
+    with temporary_settings(set_defaults=read_prefect_toml(path)):
+        # Prefect hands its API handler to the extra loggers when it is imported,
+        # before these settings existed; this is that step, for the loggers added here.
+        api_handlers = logging.getLogger("prefect.extra").handlers
+        for name in get_current_settings().logging.extra_loggers or ():
+            logger = logging.getLogger(name)
+            for handler in api_handlers:
+                if handler not in logger.handlers:
+                    logger.addHandler(handler)
+        yield
 
 
 class _NoErrorsOrTracebacks(logging.Filter):
@@ -105,11 +147,12 @@ def quiet_console(verbose: bool) -> Iterator[None]:
 def run_flow(start: Callable[[], State[Any]], verbose: bool) -> tuple[bool, Any]:
     """Run a flow for a CLI: `(True, its result)`, or `(False, None)` after one printed line.
 
-    Checks the Prefect API first (bounded by SOMEMODEL_API_CHECK_TIMEOUT_SECONDS),
-    then calls `start()`, which starts the flow with `return_state=True`.
+    With the project's Prefect settings, checks the Prefect API first (bounded by
+    SOMEMODEL_API_CHECK_TIMEOUT_SECONDS), then calls `start()`, which starts the
+    flow with `return_state=True`.
     """
     state = None
-    with quiet_console(verbose):
+    with project_prefect_settings(), quiet_console(verbose):
         try:
             check_prefect_api(Settings().api_check_timeout_seconds)
             state = start()
