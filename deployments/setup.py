@@ -35,9 +35,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 from prefect.variables import Variable
 from prefect.workers.process import ProcessWorker
@@ -190,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         BlobSetupError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != httpx.codes.UNAUTHORIZED:
+            raise
+        print(
+            f"error: the Prefect API at {PREFECT_API_URL.value()} refused the credentials "
+            "(401 Unauthorized): set PREFECT_API_AUTH_STRING to the server's "
+            "PREFECT_SERVER_API_AUTH_STRING (user:password; docs/api.md)",
+            file=sys.stderr,
+        )
         return 1
     for line in result.lines:
         print(line)

@@ -38,26 +38,43 @@ class PrefectApiUnreachableError(RuntimeError):
     """The Prefect API did not answer; the message names its URL and the settings involved."""
 
 
+class PrefectApiCredentialsError(PrefectApiUnreachableError):
+    """The Prefect API refused the request's credentials (401); the message names the setting."""
+
+
 def check_prefect_api(timeout_seconds: float) -> None:
     """Fail within about `timeout_seconds` when the configured Prefect API does not answer.
 
     Without a check, a server that accepts connections and never answers keeps
     the command silent for minutes (Prefect's client retries each request). No
     PREFECT_API_URL: the flow starts its own temporary server, nothing to check.
-    Any HTTP answer counts as alive; what it means is Prefect's to report.
+    Any HTTP answer counts as alive; what it means is Prefect's to report, except
+    a refusal of the credentials (a server started with an auth string), which
+    would otherwise fail the run's first request with a traceback.
     """
     settings = get_current_settings()
     url = settings.api.url
     if not url:
         return
-    key = settings.api.key
-    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    auth_string, key = settings.api.auth_string, settings.api.key
+    auth: tuple[str, str] | None = None
+    headers: dict[str, str] = {}
+    if auth_string:  # what Prefect's client sends: basic auth first, else the API key
+        user, _, password = auth_string.get_secret_value().partition(":")
+        auth = (user, password)
+    elif key:
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"}
     fix = (
         "check that the server is up and that PREFECT_API_URL points at it "
         "(SOMEMODEL_API_CHECK_TIMEOUT_SECONDS sets how long to wait)"
     )
+    base = url.rstrip("/")
     try:
-        httpx.get(f"{url.rstrip('/')}/health", headers=headers, timeout=timeout_seconds)
+        httpx.get(f"{base}/health", headers=headers, auth=auth, timeout=timeout_seconds)
+        # /health answers anyone; this one only a caller with the server's credentials.
+        answer = httpx.get(
+            f"{base}/admin/version", headers=headers, auth=auth, timeout=timeout_seconds
+        )
     except httpx.TimeoutException as exc:
         raise PrefectApiUnreachableError(
             f"the Prefect API at {url} did not answer within {timeout_seconds:g} s: {fix}"
@@ -66,6 +83,13 @@ def check_prefect_api(timeout_seconds: float) -> None:
         raise PrefectApiUnreachableError(
             f"could not reach the Prefect API at {url} ({type(exc).__name__}): {fix}"
         ) from exc
+    if answer.status_code == httpx.codes.UNAUTHORIZED:
+        given = "PREFECT_API_AUTH_STRING" if auth_string else "no PREFECT_API_AUTH_STRING"
+        raise PrefectApiCredentialsError(
+            f"the Prefect API at {url} refused the credentials (401 Unauthorized; {given} "
+            "set): set PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING "
+            "(user:password), or PREFECT_API_KEY on Prefect Cloud (docs/api.md)"
+        )
 
 
 def read_prefect_toml(path: Path = PROJECT_PREFECT_TOML) -> dict[str, Any]:

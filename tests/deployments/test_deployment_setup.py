@@ -10,7 +10,7 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
 from deployments.automations import AUTOMATION_NAME
@@ -41,6 +41,17 @@ def test_refuses_to_run_without_a_server(capsys: pytest.CaptureFixture[str]) -> 
     with temporary_settings(updates={PREFECT_API_URL: None}):
         assert main([]) == 1
     assert "PREFECT_API_URL is not set" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("prefect_api", "local_env")
+def test_without_the_servers_credentials_it_says_which_setting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with temporary_settings(updates={PREFECT_API_AUTH_STRING: None}):
+        assert main([]) == 1
+    assert "set PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow
