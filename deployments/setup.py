@@ -5,10 +5,12 @@
 Run it against your server (PREFECT_API_URL set, e.g. `prefect config set
 PREFECT_API_URL=http://127.0.0.1:4200/api`), with the same SOMEMODEL_*
 settings (environment or `.env`) the worker will have. Running it again is
-safe: an existing work pool is kept, the blocks are overwritten with the
+safe: an existing work pool is kept (its concurrency limit set), the blocks are overwritten with the
 current settings.
 
-- the work pool(s) named in prefect.yaml, of type `process`;
+- the work pool(s) named in prefect.yaml, of type `process`, with at most
+  SOMEMODEL_WORK_POOL_CONCURRENCY_LIMIT (default 2) flow runs at once (set
+  again on each run, so changing the setting and running set-up applies it);
 - with SOMEMODEL_DATASTORE=blob: the container (created if missing) and, when
   a connection string or account URL is set, an AzureBlobStorageCredentials
   block (named by SOMEMODEL_BLOB_CREDENTIALS_BLOCK, default `somemodel-blob`),
@@ -33,9 +35,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.exceptions import ObjectNotFound
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 from prefect.variables import Variable
 from prefect.workers.process import ProcessWorker
@@ -74,8 +77,21 @@ def require_api_url() -> str:
     return str(url)
 
 
-async def ensure_work_pool(name: str, pool_type: str = WORK_POOL_TYPE) -> str:
-    """Create the work pool unless it exists (get-or-create); an existing one is left as is."""
+def _limit_text(limit: int | None) -> str:
+    runs = f"at most {limit} flow run{'s' if limit != 1 else ''} at once" if limit else "no limit"
+    return f"{runs} (SOMEMODEL_WORK_POOL_CONCURRENCY_LIMIT)"
+
+
+async def ensure_work_pool(
+    name: str, pool_type: str = WORK_POOL_TYPE, concurrency_limit: int | None = None
+) -> str:
+    """Create the work pool unless it exists (get-or-create), with `concurrency_limit` (None: no
+    limit); an existing pool keeps everything but gets that limit.
+
+    The limit is the pool's, so scheduled, triggered, CLI, UI and REST runs all
+    wait in the pool's queue (state Late) until a slot is free, whichever worker
+    would run them.
+    """
     async with get_client() as client:
         try:
             pool = await client.read_work_pool(name)
@@ -86,16 +102,28 @@ async def ensure_work_pool(name: str, pool_type: str = WORK_POOL_TYPE) -> str:
                     type=pool_type,
                     base_job_template=ProcessWorker.get_default_base_job_template(),
                     description="Runs the somemodel flows as subprocesses of a process worker.",
+                    concurrency_limit=concurrency_limit,
                 )
             )
-            return f"Created work pool {name!r} (type {pool_type})"
-    if pool.type != pool_type:
-        raise SetupError(
-            f"work pool {name!r} exists with type {pool.type!r}, but prefect.yaml's deployments "
-            f"need a {pool_type!r} pool: delete it (`prefect work-pool delete {name}`) and run "
-            "this again"
-        )
-    return f"Work pool {name!r} (type {pool_type}) already exists"
+            return (
+                f"Created work pool {name!r} (type {pool_type}): {_limit_text(concurrency_limit)}"
+            )
+        if pool.type != pool_type:
+            raise SetupError(
+                f"work pool {name!r} exists with type {pool.type!r}, but prefect.yaml's "
+                f"deployments need a {pool_type!r} pool: delete it (`prefect work-pool delete "
+                f"{name}`) and run this again"
+            )
+        if pool.concurrency_limit == concurrency_limit:
+            return (
+                f"Work pool {name!r} (type {pool_type}) already exists: "
+                f"{_limit_text(concurrency_limit)}"
+            )
+        await client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=concurrency_limit))
+    return (
+        f"Work pool {name!r} (type {pool_type}) already exists; its limit is now "
+        f"{_limit_text(concurrency_limit)}, was {pool.concurrency_limit or 'none'}"
+    )
 
 
 def settings_summary(settings: Settings) -> dict[str, object]:
@@ -139,7 +167,8 @@ def set_up(settings: Settings, prefect_yaml: Path = PREFECT_YAML) -> SetupResult
     require_api_url()
     specs = load_deployments(prefect_yaml)
     pools = work_pools(specs)
-    lines = [asyncio.run(ensure_work_pool(pool)) for pool in pools]
+    limit = settings.work_pool_concurrency_limit or None
+    lines = [asyncio.run(ensure_work_pool(pool, concurrency_limit=limit)) for pool in pools]
     if settings.datastore == "blob":
         lines += set_up_blob(settings)
     lines += seed_default_inputs(settings, specs)
@@ -162,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         BlobSetupError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != httpx.codes.UNAUTHORIZED:
+            raise
+        print(
+            f"error: the Prefect API at {PREFECT_API_URL.value()} refused the credentials "
+            "(401 Unauthorized): set PREFECT_API_AUTH_STRING to the server's "
+            "PREFECT_SERVER_API_AUTH_STRING (user:password; docs/api.md)",
+            file=sys.stderr,
+        )
         return 1
     for line in result.lines:
         print(line)

@@ -1,4 +1,10 @@
-"""How `python flows/train.py` and `python flows/score.py` run a flow, and what they print.
+"""How `python flows/train.py` and `python flows/score.py` run a flow: with the project's
+Prefect settings, and one line when a run fails.
+
+Prefect reads `prefect.toml` from the working directory only; the command lines
+apply the checkout's own (a start-up timeout long enough for a fresh database,
+analytics off, the backends' loggers in the run logs) from any directory, under
+what the environment or a `prefect.toml` in the working directory already set.
 
 Prefect's console logging prints the traceback of every failed task and flow
 (about 100 lines for a missing input). By default the command lines keep the
@@ -22,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import tomllib
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,12 +39,14 @@ from typing import Any
 import httpx
 from prefect.logging import get_logger
 from prefect.logging.handlers import PrefectConsoleHandler
-from prefect.settings import get_current_settings
+from prefect.settings import get_current_settings, temporary_settings
 from prefect.states import State
 
 from flows.failures import one_line_cause
 from flows.orphans import reap_orphans, record_server
-from flows.settings import Settings
+from flows.settings import REPO_ROOT, Settings
+
+PROJECT_PREFECT_TOML = REPO_ROOT / "prefect.toml"
 
 # Log files of failed command-line runs kept under `{cache}/logs/`; older ones are deleted.
 KEPT_LOGS = 20
@@ -47,26 +56,43 @@ class PrefectApiUnreachableError(RuntimeError):
     """The Prefect API did not answer; the message names its URL and the settings involved."""
 
 
+class PrefectApiCredentialsError(PrefectApiUnreachableError):
+    """The Prefect API refused the request's credentials (401); the message names the setting."""
+
+
 def check_prefect_api(timeout_seconds: float) -> None:
     """Fail within about `timeout_seconds` when the configured Prefect API does not answer.
 
     Without a check, a server that accepts connections and never answers keeps
     the command silent for minutes (Prefect's client retries each request). No
     PREFECT_API_URL: the flow starts its own temporary server, nothing to check.
-    Any HTTP answer counts as alive; what it means is Prefect's to report.
+    Any HTTP answer counts as alive; what it means is Prefect's to report, except
+    a refusal of the credentials (a server started with an auth string), which
+    would otherwise fail the run's first request with a traceback.
     """
     settings = get_current_settings()
     url = settings.api.url
     if not url:
         return
-    key = settings.api.key
-    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    auth_string, key = settings.api.auth_string, settings.api.key
+    auth: tuple[str, str] | None = None
+    headers: dict[str, str] = {}
+    if auth_string:  # what Prefect's client sends: basic auth first, else the API key
+        user, _, password = auth_string.get_secret_value().partition(":")
+        auth = (user, password)
+    elif key:
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"}
     fix = (
         "check that the server is up and that PREFECT_API_URL points at it "
         "(SOMEMODEL_API_CHECK_TIMEOUT_SECONDS sets how long to wait)"
     )
+    base = url.rstrip("/")
     try:
-        httpx.get(f"{url.rstrip('/')}/health", headers=headers, timeout=timeout_seconds)
+        httpx.get(f"{base}/health", headers=headers, auth=auth, timeout=timeout_seconds)
+        # /health answers anyone; this one only a caller with the server's credentials.
+        answer = httpx.get(
+            f"{base}/admin/version", headers=headers, auth=auth, timeout=timeout_seconds
+        )
     except httpx.TimeoutException as exc:
         raise PrefectApiUnreachableError(
             f"the Prefect API at {url} did not answer within {timeout_seconds:g} s: {fix}"
@@ -75,6 +101,45 @@ def check_prefect_api(timeout_seconds: float) -> None:
         raise PrefectApiUnreachableError(
             f"could not reach the Prefect API at {url} ({type(exc).__name__}): {fix}"
         ) from exc
+    if answer.status_code == httpx.codes.UNAUTHORIZED:
+        given = "PREFECT_API_AUTH_STRING" if auth_string else "no PREFECT_API_AUTH_STRING"
+        raise PrefectApiCredentialsError(
+            f"the Prefect API at {url} refused the credentials (401 Unauthorized; {given} "
+            "set): set PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING "
+            "(user:password), or PREFECT_API_KEY on Prefect Cloud (docs/api.md)"
+        )
+
+
+def read_prefect_toml(path: Path = PROJECT_PREFECT_TOML) -> dict[str, Any]:
+    """The settings a `prefect.toml` holds, by dotted name (`server.analytics_enabled`...)."""
+    if not path.is_file():  # not a checkout (e.g. installed from a wheel): Prefect's own
+        return {}
+
+    def flatten(table: dict[str, Any], prefix: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for key, value in table.items():
+            if isinstance(value, dict):
+                found |= flatten(value, f"{prefix}{key}.")
+            else:
+                found[f"{prefix}{key}"] = value
+        return found
+
+    return flatten(tomllib.loads(path.read_text(encoding="utf-8")), "")
+
+
+@contextmanager
+def project_prefect_settings(path: Path = PROJECT_PREFECT_TOML) -> Iterator[None]:
+    """The checkout's `prefect.toml` as defaults: a setting already set elsewhere wins."""
+    with temporary_settings(set_defaults=read_prefect_toml(path)):
+        # Prefect hands its API handler to the extra loggers when it is imported,
+        # before these settings existed; this is that step, for the loggers added here.
+        api_handlers = logging.getLogger("prefect.extra").handlers
+        for name in get_current_settings().logging.extra_loggers or ():
+            logger = logging.getLogger(name)
+            for handler in api_handlers:
+                if handler not in logger.handlers:
+                    logger.addHandler(handler)
+        yield
 
 
 class _NoErrorsOrTracebacks(logging.Filter):
@@ -206,14 +271,19 @@ def run_flow(
 ) -> tuple[bool, Any]:
     """Run a flow for a CLI: `(True, its result)`, or `(False, None)` after one printed line.
 
-    First stops what killed runs left behind (flows/orphans.py), checks the
-    Prefect API (bounded by SOMEMODEL_API_CHECK_TIMEOUT_SECONDS) or starts a
-    temporary server, then calls `start()`, which starts the flow with
-    `return_state=True`. The server is stopped before anything is printed.
+    With the project's Prefect settings: first stops what killed runs left
+    behind (flows/orphans.py), checks the Prefect API (bounded by
+    SOMEMODEL_API_CHECK_TIMEOUT_SECONDS) or starts a temporary server, then
+    calls `start()`, which starts the flow with `return_state=True`. The server
+    is stopped before anything is printed.
     """
     settings = Settings()
     state: State[Any] | None = None
-    with quiet_console(verbose), run_log(settings.cache_dir, command) as log_path:
+    with (
+        project_prefect_settings(),
+        quiet_console(verbose),
+        run_log(settings.cache_dir, command) as log_path,
+    ):
         # Prefect's logger family: the console and the log file, not the API (no run yet).
         reap_orphans(settings.cache_dir, get_logger("somemodel.cli"))
         try:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 from flows.compute.base import StepInput, StepSpec
 from flows.datastore.base import Datastore
 from flows.ledger import RunLedger, score_batch_list_path
+from flows.results import report
 from flows.scored_files import Claim, InputFile, ScoredFiles
 from flows.settings import Settings
 
@@ -58,6 +59,26 @@ class NothingNew:
     run_id: str
     input_path: str
     already_scored: int
+
+    artifact_key = "score-summary"
+    result_key = "score-result"
+
+    @property
+    def description(self) -> str:
+        return f"Run {self.run_id}"
+
+    def to_result(self) -> dict[str, Any]:
+        """The run's result as JSON: the same fields as a scoring run's, nothing scored."""
+        return {
+            "run_id": self.run_id,
+            "input_path": self.input_path,
+            "nothing_new": True,
+            "already_scored": self.already_scored,
+            "predictions_uri": None,
+            "rows": 0,
+            "files_scored": [],
+            "promoted": False,
+        }
 
     def to_markdown(self) -> str:
         return "\n".join(
@@ -164,8 +185,4 @@ def report_nothing_new(batch: ScoreBatch) -> NothingNew:
         batch.input_path,
         batch.skipped,
     )
-    nothing = NothingNew(batch.run_id, batch.input_path, batch.skipped)
-    create_markdown_artifact(
-        key="score-summary", markdown=nothing.to_markdown(), description=f"Run {batch.run_id}"
-    )
-    return nothing
+    return report(NothingNew(batch.run_id, batch.input_path, batch.skipped))

@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -40,6 +39,7 @@ from flows.plan import (
 )
 from flows.registry import ModelRef, promote
 from flows.registry import resolve_model_run_id as _resolve_model_run_id
+from flows.results import report
 from flows.samples import SAMPLES_DIR, seed
 from flows.scoring import PredictionsRef, ScoreSummary, check_score_input, verify_predictions
 from flows.settings import Settings
@@ -187,9 +187,7 @@ def score(
     summary = ScoreSummary(
         run_id, input_path, environment, scored, verified, predictions, promoted, shards, drift
     )
-    create_markdown_artifact(
-        key="score-summary", markdown=summary.to_markdown(), description=f"Run {run_id}"
-    )
+    report(summary)
     record_history(datastore, backends.settings, "drift", drift)
     return alert_on_drift(summary, drift)
 

@@ -29,6 +29,7 @@ from flows.datastore.transfer import resolve_input
 from flows.drift import DriftCheck
 from flows.ledger import predictions_manifest_path, predictions_path
 from flows.registry import ModelRef, read_artifact_record
+from flows.summary import step_result
 from somemodel.artifacts import PREDICTIONS_FILENAME, PredictionsManifest
 
 _SHOWN_FILES = 5
@@ -200,6 +201,35 @@ class ScoreSummary:
     # The shard steps whose outputs `step` merged (a sharded run only).
     shards: tuple[StepResult, ...] = ()
     drift: DriftCheck | None = None
+
+    artifact_key = "score-summary"
+    result_key = "score-result"
+
+    @property
+    def description(self) -> str:
+        return f"Run {self.run_id}"
+
+    def to_result(self) -> dict[str, Any]:
+        """The run's result as JSON (docs/api.md, "The result")."""
+        p = self.predictions
+        return {
+            "run_id": self.run_id,
+            "input_path": self.input_path,
+            "nothing_new": False,
+            "predictions_uri": p.uri,
+            "predictions_path": p.predictions_path,
+            # An earlier run's id when its predictions were reused (same files, model, code).
+            "predictions_run_id": p.run_id,
+            "rows": p.rows,
+            "files_scored": [{"path": path, "rows": rows} for path, rows in p.inputs],
+            "class_counts": dict(p.class_counts),
+            "model_run_id": self.model.run_id,
+            "model_uri": self.model.uri,
+            "model_sha256": self.model.model_sha256,
+            "promoted": self.promoted,
+            "environment": self.environment.id,
+            "steps": [step_result(step) for step in (*self.shards, self.step)],
+        }
 
     def distribution(self) -> str:
         """`setosa 10, versicolor 12, ...` (or `none` for zero rows)."""

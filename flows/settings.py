@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     notification_webhook_url: SecretStr | None = None
     # The cleanup deployment deletes intermediate data older than this.
     retention_days: float = Field(default=28, gt=0)
+    # Set-up gives the work pool this concurrency limit: further runs wait in the
+    # queue (0: no limit). Two suit the local compute on a small machine; runs that
+    # only wait for Azure ML jobs can take more.
+    work_pool_concurrency_limit: int = Field(default=2, ge=0)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.backends import Backends, open_backends
@@ -22,6 +21,7 @@ from flows.failures import fails_with_its_cause
 from flows.paths import ColumnName, DatastorePath, RunId, make_run_id
 from flows.plan import data_prep_step, train_step
 from flows.promotion import check_promotion, final_state
+from flows.results import report
 from flows.samples import SAMPLES_DIR, seed
 from flows.settings import Settings
 from flows.summary import TrainPlan, TrainSummary
@@ -81,7 +81,7 @@ def train(
     backends = open_backends(Settings(), get_run_logger(), dry_run=dry_run)
     environment, steps = _train_steps(backends, run_id, input_path, target_col, force_rerun)
     if dry_run:
-        return _report(TrainPlan(run_id, input_path, environment.id, steps))
+        return report(TrainPlan(run_id, input_path, environment.id, steps))
     model = verify_model_blob(backends.datastore, steps[-1].run_id)
     record_training_files(backends.datastore, model.run_id, input_path)
     gate = check_promotion(backends.datastore, backends.settings, model, target_col, force_promote)
@@ -92,8 +92,9 @@ def train(
     summary = TrainSummary(
         run_id, input_path, environment, steps, model, promoted, registration, gate
     )
+    report(summary)
     record_history(backends.datastore, backends.settings, "training")
-    return final_state(_report(summary), gate)
+    return final_state(summary, gate)
 
 
 def _train_steps(
@@ -109,13 +110,6 @@ def _train_steps(
     train_spec = train_step(run_id, prepared_path, target_col, input_path)
     trained = submit_step(backends, train_spec, environment, force_rerun)
     return environment, (prepared, trained)
-
-
-def _report(result: TrainSummary | TrainPlan) -> TrainSummary | TrainPlan:
-    create_markdown_artifact(
-        key=result.artifact_key, markdown=result.to_markdown(), description=result.description
-    )
-    return result
 
 
 def seed_sample(settings: Settings) -> None:
@@ -182,11 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _promotion(summary: TrainSummary) -> str:
     """`yes`, or `no` and why: the gate's reason, or that a newer model is latest."""
-    if summary.promoted:
-        return "yes"
-    if summary.gate is not None and not summary.gate.promote:
-        return f"no ({summary.gate.reason})"
-    return "no (trained_models/latest.json already points at a newer model: the run's log names it)"
+    return "yes" if summary.promoted else f"no ({summary.promotion_reason})"
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
     """Flows run in this process report to the session's one real Prefect server.
 
     What `prefect_test_harness` does, minus starting a second server: the API
-    URL in the settings (also as the global settings, for contexts copied
+    URL and its credentials in the settings (also as the global settings, for contexts copied
     before), and the log and event workers drained before the server goes.
     Tests share the server's database, so they look up their own flow runs by
     id, never count all of them.
@@ -86,9 +86,12 @@ def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
     from prefect.context import _temporary_global_settings_context, get_settings_context
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+    from tests.prefect_server import AUTH_STRING
+
+    api = {PREFECT_API_URL: prefect_server.api_url, PREFECT_API_AUTH_STRING: AUTH_STRING}
+    with temporary_settings(updates=api):
         with _temporary_global_settings_context(get_settings_context()):
             yield prefect_server
         APILogWorker.drain_all()

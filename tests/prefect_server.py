@@ -1,13 +1,17 @@
 """A real Prefect server for tests: `prefect server start` on a free loopback port.
 
 Each server gets its own PREFECT_HOME (so its own SQLite database and
-profiles), analytics off (no internet here) and no UI. Start-up (importing the
-server, migrating a fresh database) takes 30 s or more on a busy 2-core
-machine, so it waits up to 180 s; the session's server is launched right after
-collection, so the tests before the first one that needs it run meanwhile.
-Commands the test runs against it (`prefect deploy`, `prefect worker start`...)
-get `env()`: the same home and the server's API URL, and nothing of the
-developer's own Prefect or SOMEMODEL_* settings.
+profiles), analytics off (no internet here) and no UI, and protects its API
+with basic auth as the documented set-up does (docs/api.md): the server runs
+with PREFECT_SERVER_API_AUTH_STRING, and every client the harness makes
+(`env()`, `client()`, the `prefect_api` fixture) sends PREFECT_API_AUTH_STRING.
+Start-up (importing the server, migrating a fresh database) takes 30 s or
+more on a busy 2-core machine, so it waits up to 180 s; the session's server
+is launched right after collection, so the tests before the first one that
+needs it run meanwhile. Commands the test runs against it (`prefect deploy`,
+`prefect worker start`...) get `env()`: the same home, the server's API URL
+and credentials, and nothing of the developer's own Prefect or SOMEMODEL_*
+settings.
 
 Every process is started in its own session and stopped by process group, so
 nothing it spawned (uvicorn workers, flow-run subprocesses) outlives the test.
@@ -27,12 +31,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from tests.services import ServiceStartError, free_port
 
@@ -41,6 +46,8 @@ VENV_BIN = REPO_ROOT / ".venv" / "bin"
 PREFECT_BIN = VENV_BIN / "prefect"
 STARTUP_TIMEOUT_SECONDS = 180.0
 STOP_TIMEOUT_SECONDS = 20.0
+# `user:password`, as `prefect server start` expects it; a test value, not a secret.
+AUTH_STRING = "somemodel:test-only-password"
 
 
 def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -168,6 +175,7 @@ class PrefectServer:
             {
                 "PREFECT_HOME": str(self.home),
                 "PREFECT_API_URL": self.api_url,
+                "PREFECT_API_AUTH_STRING": AUTH_STRING,
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_SERVER_UI_ENABLED": "false",
                 "PREFECT_LOGGING_COLORS": "false",
@@ -190,6 +198,7 @@ class PrefectServer:
         env = self.env()
         # The server must not try to reach itself through a client URL.
         del env["PREFECT_API_URL"]
+        env["PREFECT_SERVER_API_AUTH_STRING"] = AUTH_STRING
         self._server = BackgroundProcess(
             [
                 str(PREFECT_BIN),
@@ -289,11 +298,32 @@ class PrefectServer:
                 client.delete_flow_run(run.id)
         return len(runs)
 
+    def read_result(self, flow_run_id: UUID, key: str) -> Any:
+        """The data of the run's JSON result artifact `key` (flows/results.py), from the API."""
+        from prefect.client.schemas.filters import (
+            ArtifactFilter,
+            ArtifactFilterFlowRunId,
+            ArtifactFilterKey,
+        )
+
+        with self.client() as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                    key=ArtifactFilterKey(any_=[key]),
+                )
+            )
+        assert len(artifacts) == 1, [a.key for a in artifacts]
+        assert artifacts[0].type == "json"
+        return artifacts[0].data
+
     @contextlib.contextmanager
     def client(self) -> Iterator[SyncPrefectClient]:
         """A Prefect client for this server, whatever API the test process points at."""
         with (
-            temporary_settings(updates={PREFECT_API_URL: self.api_url}),
+            temporary_settings(
+                updates={PREFECT_API_URL: self.api_url, PREFECT_API_AUTH_STRING: AUTH_STRING}
+            ),
             get_client(sync_client=True) as client,
         ):
             yield client

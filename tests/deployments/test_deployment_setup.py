@@ -10,7 +10,7 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
 from deployments.automations import AUTOMATION_NAME
@@ -43,6 +43,17 @@ def test_refuses_to_run_without_a_server(capsys: pytest.CaptureFixture[str]) -> 
     assert "PREFECT_API_URL is not set" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("prefect_api", "local_env")
+def test_without_the_servers_credentials_it_says_which_setting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with temporary_settings(updates={PREFECT_API_AUTH_STRING: None}):
+        assert main([]) == 1
+    assert "set PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "local_env")
 def test_set_up_twice_creates_the_pool_once_and_saves_the_summary() -> None:
@@ -57,13 +68,16 @@ def test_set_up_twice_creates_the_pool_once_and_saves_the_summary() -> None:
     second = set_up(Settings())
     assert first.work_pools == ("somemodel-process",)
     assert any(line.startswith("Created work pool 'somemodel-process'") for line in first.lines)
-    assert "Work pool 'somemodel-process' (type process) already exists" in second.lines
+    assert second.lines[0].startswith("Work pool 'somemodel-process' (type process) already exists")
 
     async def pool_type() -> str:
         async with get_client() as client:
             return (await client.read_work_pool("somemodel-process")).type
 
     assert asyncio.run(pool_type()) == "process"
+    # Runs beyond the limit wait in the pool's queue instead of overloading the machine.
+    assert _pool_limit("somemodel-process") == Settings().work_pool_concurrency_limit == 2
+    assert "at most 2 flow runs at once (SOMEMODEL_WORK_POOL_CONCURRENCY_LIMIT)" in second.lines[0]
     saved = Variable.get(SETTINGS_VARIABLE)
     assert isinstance(saved, dict)
     assert saved["datastore"] == "local"
@@ -93,6 +107,29 @@ def test_set_up_with_a_webhook_creates_the_block_and_one_failure_automation() ->
     assert "{{ flow_run.state.message }}" in action.body  # type: ignore[union-attr]
     block = CustomWebhookNotificationBlock.load(settings.notification_block)
     assert block.secrets.get_secret_value() == {"url": "http://127.0.0.1:9/hook"}
+
+
+def _pool_limit(name: str) -> int | None:
+    with get_client(sync_client=True) as client:
+        return client.read_work_pool(name).concurrency_limit
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_the_pool_limit_follows_the_setting_when_set_up_runs_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = "somemodel-limit-probe"
+    monkeypatch.setenv("SOMEMODEL_WORK_POOL_CONCURRENCY_LIMIT", "3")
+    limit = Settings().work_pool_concurrency_limit
+    assert asyncio.run(ensure_work_pool(name, concurrency_limit=limit)).startswith(
+        f"Created work pool {name!r} (type process): at most 3 flow runs at once"
+    )
+    assert _pool_limit(name) == 3
+    line = asyncio.run(ensure_work_pool(name, concurrency_limit=1))
+    assert "its limit is now at most 1 flow run at once" in line
+    assert _pool_limit(name) == 1
+    asyncio.run(ensure_work_pool(name, concurrency_limit=None))  # SOMEMODEL_..._LIMIT=0
+    assert _pool_limit(name) is None
 
 
 @pytest.mark.slow

@@ -254,3 +254,28 @@ def test_the_last_lines_are_the_cause_and_a_log_file_once_the_server_has_stopped
         # A run that succeeds keeps no log file.
         assert cli.run_flow(lambda: Completed(data=7), verbose=False, command="train") == (True, 7)
         assert list(log.parent.iterdir()) == [log]
+
+
+def test_an_api_that_refuses_the_credentials_names_the_setting(
+    prefect_server: PrefectServer,
+) -> None:
+    """The session's server runs with an auth string, as documented (docs/api.md)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from flows.cli import PrefectApiCredentialsError, check_prefect_api
+    from tests.prefect_server import AUTH_STRING
+
+    for wrong in (None, "somemodel:not-the-password"):
+        updates = {PREFECT_API_URL: prefect_server.api_url, PREFECT_API_AUTH_STRING: wrong}
+        with (
+            temporary_settings(updates=updates),
+            pytest.raises(PrefectApiCredentialsError, match="refused the credentials") as refused,
+        ):
+            check_prefect_api(30)
+        assert "set PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING" in str(
+            refused.value
+        )
+        assert "not-the-password" not in str(refused.value)
+    right = {PREFECT_API_URL: prefect_server.api_url, PREFECT_API_AUTH_STRING: AUTH_STRING}
+    with temporary_settings(updates=right):
+        check_prefect_api(30)

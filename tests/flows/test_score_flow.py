@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from prefect.states import State
 
 from flows.backends import Backends, use_backends
 from flows.compute.base import EnvironmentRef, StepFailedError, StepResult, StepSpec
@@ -33,6 +34,7 @@ from flows.train import train
 from somemodel import load_model
 from tests.conftest import TEST_CACHE_DIR, backends_of
 from tests.fakes import InProcessFactory
+from tests.prefect_server import PrefectServer
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "in_process_compute")
 
@@ -60,8 +62,19 @@ def trained(store: LocalDatastore) -> TrainSummary:
 
 
 @pytest.fixture(scope="module")
-def first_score(trained: TrainSummary) -> ScoreSummary:
-    return score(input_path=SAMPLE_PATH)
+def first_score_state(trained: TrainSummary) -> State[ScoreSummary]:
+    return score(input_path=SAMPLE_PATH, return_state=True)
+
+
+@pytest.fixture(scope="module")
+def first_score(first_score_state: State[ScoreSummary]) -> ScoreSummary:
+    return first_score_state.result()
+
+
+def _result(server: PrefectServer, state: State[Any]) -> Any:
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    return server.read_result(flow_run_id, "score-result")
 
 
 def _pointer(store: LocalDatastore) -> dict | None:
@@ -110,6 +123,28 @@ def test_sample_predictions_match_model_predict(
     assert "iris_score.csv" in markdown
     for cls, count in counts.items():
         assert f"| {cls} | {count} |" in markdown
+
+
+def test_the_result_is_json_in_the_api(
+    prefect_api: PrefectServer,
+    trained: TrainSummary,
+    first_score_state: State[ScoreSummary],
+    first_score: ScoreSummary,
+) -> None:
+    """What a REST caller reads (docs/api.md): predictions URI, row count, files scored."""
+    result = _result(prefect_api, first_score_state)
+    rows = len(SAMPLE_FILE.read_text().splitlines()) - 1
+    assert result["run_id"] == first_score.run_id
+    assert result["predictions_uri"] == first_score.predictions.uri
+    assert result["predictions_uri"].endswith(f"predictions/{first_score.run_id}/predictions.csv")
+    assert result["rows"] == rows
+    assert result["files_scored"] == [{"path": "iris_score.csv", "rows": rows}]
+    assert sum(result["class_counts"].values()) == rows
+    assert result["model_run_id"] == trained.model.run_id
+    assert result["model_sha256"] == trained.model.model_sha256
+    assert result["nothing_new"] is False
+    assert result["promoted"] is True
+    assert result == json.loads(json.dumps(first_score.to_result()))
 
 
 def test_same_input_reuses_predictions_unless_forced(
@@ -171,7 +206,7 @@ def test_explicit_model_run_id_and_folder_of_csvs(
 
 
 def test_a_folder_scores_only_its_new_files_once(
-    store: LocalDatastore, trained: TrainSummary, tmp_path: Path
+    store: LocalDatastore, trained: TrainSummary, tmp_path: Path, prefect_api: PrefectServer
 ) -> None:
     lines = SAMPLE_FILE.read_text().splitlines()
     _upload(store, tmp_path, "incoming/w1.csv", "\n".join(lines[:6]) + "\n")
@@ -180,10 +215,13 @@ def test_a_folder_scores_only_its_new_files_once(
     assert first.predictions.inputs == (("w1.csv", 5),)
     pointer = _pointer(store)
 
-    nothing = score(input_path="incoming")
+    nothing_state = score(input_path="incoming", return_state=True)
+    nothing = nothing_state.result()
     assert isinstance(nothing, NothingNew)
     assert nothing.already_scored == 1
     assert _pointer(store) == pointer
+    result = _result(prefect_api, nothing_state)
+    assert (result["nothing_new"], result["rows"], result["files_scored"]) == (True, 0, [])
 
     _upload(store, tmp_path, "incoming/w2.csv", "\n".join([lines[0], *lines[6:9]]) + "\n")
     # Replaced with new content: new again.

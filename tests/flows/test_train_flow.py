@@ -9,22 +9,26 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from azure.ai.ml import load_job
+from prefect.states import State
 
 from flows.backends import Backends, make_backends, use_backends
 from flows.compute.base import ModelToRegister, Registration, StepFailedError
 from flows.compute.local import LocalCompute
 from flows.datastore import DatastoreNotFoundError, LocalDatastore
+from flows.gate import GateDecision
 from flows.settings import Settings
 from flows.summary import TrainPlan, TrainSummary
 from flows.tasks import RunIncompleteError
 from flows.train import SAMPLE_PATH, main, seed_sample, train
 from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR, backends_of
 from tests.fakes import InProcessFactory
+from tests.prefect_server import PrefectServer
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "in_process_compute")
 
@@ -44,8 +48,13 @@ def store(
 
 
 @pytest.fixture(scope="module")
-def first_run(store: LocalDatastore) -> TrainSummary:
-    return train(input_path=SAMPLE_PATH)
+def first_state(store: LocalDatastore) -> State[TrainSummary]:
+    return train(input_path=SAMPLE_PATH, return_state=True)
+
+
+@pytest.fixture(scope="module")
+def first_run(first_state: State[TrainSummary]) -> TrainSummary:
+    return first_state.result()
 
 
 def _latest(store: LocalDatastore) -> dict:
@@ -78,6 +87,45 @@ def test_trains_verifies_and_promotes(store: LocalDatastore, first_run: TrainSum
     assert first_run.registration is not None
     assert "SOMEMODEL_AML_REGISTER_MODEL is off" in first_run.registration.message
     assert "model registry: not registered" in first_run.to_markdown()
+
+
+def test_the_result_is_json_in_the_api(
+    prefect_api: PrefectServer, first_state: State[TrainSummary], first_run: TrainSummary
+) -> None:
+    """What a REST caller reads (docs/api.md): the run id, model URI, sha256, metrics, promotion."""
+    flow_run_id = first_state.state_details.flow_run_id
+    assert flow_run_id is not None
+    result = prefect_api.read_result(flow_run_id, "train-result")
+    model = first_run.model
+    assert result["run_id"] == first_run.run_id
+    assert result["model_uri"] == model.uri
+    assert result["model_uri"].endswith(f"trained_models/{first_run.run_id}/model.skops")
+    assert result["model_sha256"] == model.model_sha256
+    assert result["accuracy"] == model.accuracy
+    assert result["metrics"]["accuracy"] == model.accuracy
+    assert result["promoted"] is True
+    assert result["promotion_reason"].startswith("first model (accuracy ")
+    assert result["dry_run"] is False
+    assert [step["step"] for step in result["steps"]] == ["data_prep", "train"]
+    assert result == json.loads(json.dumps(first_run.to_result()))
+    with prefect_api.client() as client:
+        assert client.read_flow_run(flow_run_id).name == first_run.run_id
+
+
+def test_a_run_that_keeps_the_current_model_says_why_in_its_result(
+    first_run: TrainSummary,
+) -> None:
+    kept = replace(
+        first_run,
+        promoted=False,
+        gate=GateDecision(False, "accuracy 0.50 vs 0.93 for the current model t", 0.5, 0.93, "t"),
+    )
+    result = kept.to_result()
+    assert result["promoted"] is False
+    assert result["promotion_reason"] == "accuracy 0.50 vs 0.93 for the current model t"
+    assert (result["current_model_run_id"], result["current_model_accuracy"]) == ("t", 0.93)
+    newer = replace(first_run, promoted=False).to_result()
+    assert newer["promotion_reason"].startswith("trained_models/latest.json already points at")
 
 
 def test_unchanged_second_run_reuses_everything(

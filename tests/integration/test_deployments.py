@@ -8,10 +8,17 @@ that is deleted before anything runs (so nothing of the folder it ran from
 may be needed); a process worker started
 outside the repository runs what `prefect deployment run ... --param
 input_path=...` asks for, with only the block's name as blob credentials.
+The server protects its API with basic auth (docs/api.md); every client here
+sends the credentials.
+
+docs/api.md's commands are run as written: its curl recipe starts the training
+run the other tests check, its Python script the run with a missing input, and
+its status-code examples answer what their comments say.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -46,7 +53,7 @@ from deployments.declared import load_deployments
 from deployments.serve import load_flow
 from flows.datastore.blob import BlobDatastore
 from flows.settings import Settings
-from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR
+from tests.conftest import REPO_ROOT, SAMPLE_CSV, TEST_CACHE_DIR
 from tests.prefect_server import (
     VENV_BIN,
     BackgroundProcess,
@@ -60,10 +67,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TRAIN = "train-somemodel/weekly"
 SCORE = "score-somemodel/weekly"
-INPUT_PATH = "raw/2026-11-23/iris.csv"
+INPUT_PATH = "raw/2026-11-23.csv"  # the path docs/api.md's examples use
 BLOCK_NAME = "somemodel-blob-e2e"
 RUN_TIMEOUT_SECONDS = 600.0
 LATEST = "trained_models/latest.json"
+API_DOC = REPO_ROOT / "docs" / "api.md"
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "node_modules", ".cache", ".datastore", "*_cache", "__pycache__", ".env"
 )
@@ -194,11 +202,75 @@ def _latest(store: BlobDatastore) -> str | None:
     return current.text if current else None
 
 
+def doc_blocks(heading: str, language: str) -> list[str]:
+    """The fenced `language` blocks under docs/api.md's `## heading`, in order."""
+    blocks: list[str] = []
+    section, block = "", None
+    for line in API_DOC.read_text().splitlines():
+        if block is not None:
+            if line.startswith("```"):
+                blocks.append("\n".join(block) + "\n")
+                block = None
+            else:
+                block.append(line)
+        elif line.startswith("## "):
+            section = line[3:].strip()
+        elif section == heading and line == f"```{language}":
+            block = []
+    assert blocks, f"no {language} block under '## {heading}' in {API_DOC}"
+    return blocks
+
+
+def json_documents(text: str) -> list[Any]:
+    """The JSON values printed one after another in `text`."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    text = text.strip()
+    while at < len(text):
+        value, at = decoder.raw_decode(text, at)
+        found.append(value)
+        at = len(text) - len(text[at:].lstrip())
+    return found
+
+
+def run_bash(stack: Stack, script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=stack.server.env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class CurlRecipe:
+    flow_run: FlowRun
+    printed_run_id: str
+    final: dict[str, Any]
+    result: dict[str, Any]
+
+
 @pytest.fixture(scope="module")
-def trained(stack: Stack) -> FlowRun:
+def curl_recipe(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> CurlRecipe:
+    """docs/api.md's curl commands, run as one bash script: find, create, poll, read."""
     assert _latest(stack.store) is None
-    flow_run_id = _created_run_id(_run_deployment(stack, TRAIN, f"input_path={INPUT_PATH}"))
-    flow_run = _wait_final(stack, flow_run_id)
+    script = "".join(doc_blocks("With curl", "bash"))
+    assert f'"input_path": "{INPUT_PATH}"' in script
+    ran = run_bash(stack, script, tmp_path_factory.mktemp("curl"))
+    assert ran.returncode == 0, f"{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}"
+    match = re.search(r"^flow run ([0-9a-f-]{36}), run id (\S+)$", ran.stdout, re.MULTILINE)
+    assert match, ran.stdout
+    final, result = json_documents(ran.stdout[match.end() :])
+    with stack.server.client() as client:
+        flow_run = client.read_flow_run(UUID(match.group(1)))
+    return CurlRecipe(flow_run, match.group(2), final, result)
+
+
+@pytest.fixture(scope="module")
+def trained(stack: Stack, curl_recipe: CurlRecipe) -> FlowRun:
+    flow_run = curl_recipe.flow_run
     assert flow_run.state is not None
     assert flow_run.state.type == StateType.COMPLETED, (
         f"{flow_run.state.message}\n{stack.worker.log_tail()}"
@@ -206,8 +278,117 @@ def trained(stack: Stack) -> FlowRun:
     return flow_run
 
 
+@pytest.fixture
+def python_recipe(tmp_path: Path, stack: Stack) -> Path:
+    """docs/api.md's Python script, saved as the page says."""
+    (script,) = doc_blocks("With Python", "python")
+    path = tmp_path / "run_deployment.py"
+    path.write_text(script)
+    return path
+
+
+def test_the_curl_recipe_reads_the_result_as_json(
+    stack: Stack, curl_recipe: CurlRecipe, trained: FlowRun
+) -> None:
+    run_id = curl_recipe.printed_run_id
+    # The run id the caller computed from the create answer is the run's name and its files'.
+    assert trained.name == run_id
+    assert curl_recipe.final == {"name": run_id, "state": "Completed", "message": None}
+    result = curl_recipe.result
+    assert result["run_id"] == run_id
+    assert result["input_path"] == INPUT_PATH
+    assert result["model_path"] == f"trained_models/{run_id}/model.skops"
+    assert result["model_uri"].endswith(f"/trained_models/{run_id}/model.skops")
+    metadata = stack.store.read_versioned(f"trained_models/{run_id}/metadata.json")
+    assert metadata is not None
+    metadata_json = json.loads(metadata.text)
+    assert result["model_sha256"] == metadata_json["model_sha256"]
+    assert result["metrics"] == metadata_json["metrics"]
+    assert result["accuracy"] == metadata_json["metrics"]["accuracy"]
+    assert result["promoted"] is True
+    assert result["promotion_reason"].startswith("first model")
+
+
+def test_the_python_recipe_reports_a_failed_run_and_reads_a_result(
+    stack: Stack, trained: FlowRun, python_recipe: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing input fails the run with its path in the state message; latest stays."""
+    latest_before = _latest(stack.store)
+    ran = subprocess.run(
+        [sys.executable, str(python_recipe), TRAIN, '{"input_path": "raw/missing.csv"}'],
+        cwd=python_recipe.parent,
+        env=stack.server.env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert ran.returncode == 1, ran.stderr
+    assert ran.stdout == ""
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 2, ran.stderr
+    created, final = lines
+    match = re.fullmatch(r"flow run ([0-9a-f-]{36}), run id (\S+)", created)
+    assert match, created
+    assert final.startswith("Failed: "), final
+    assert "input 'raw/missing.csv' does not exist" in final
+    with stack.server.client() as client:
+        failed = client.read_flow_run(UUID(match.group(1)))
+    assert failed.name == match.group(2)
+    assert failed.state is not None
+    assert failed.state.type == StateType.FAILED
+    # The state message is what the UI shows on the run: it names the input and the fix.
+    message = failed.state.message or ""
+    assert "input 'raw/missing.csv' does not exist" in message, message
+    assert "give an existing file" in message
+    assert _latest(stack.store) == latest_before
+    assert not stack.store.list_files(f"prepared_dataframes/{failed.name}")
+
+    # Its reading of a result, on the training run.
+    spec = importlib.util.spec_from_file_location("run_deployment", python_recipe)
+    assert spec is not None
+    assert spec.loader is not None
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    for name, value in stack.server.env().items():
+        if name.startswith("PREFECT_API_"):
+            monkeypatch.setenv(name, value)
+    with recipe.client() as api:
+        result = recipe.result_of(api, str(trained.id), "train-result")
+        assert recipe.result_of(api, str(failed.id), "train-result") is None
+    assert result["run_id"] == trained.name
+    assert result["model_sha256"]
+
+
+def test_each_refusal_answers_its_documented_status(stack: Stack, tmp_path: Path) -> None:
+    settings, find = doc_blocks("With curl", "bash")[:2]
+    (examples,) = doc_blocks("Status codes and error bodies", "bash")
+    requests = re.findall(r"^# (\d{3})\n(.*?)(?=^# |\Z)", examples, re.MULTILINE | re.DOTALL)
+    assert [code for code, _ in requests] == ["401", "404", "409", "422"]
+    for code, command in requests:
+        ran = run_bash(stack, settings + find + command, tmp_path)
+        assert ran.returncode == 0, ran.stderr
+        body, status = ran.stdout.rstrip("\n").rsplit("\n", 1)
+        assert status == code, (command, ran.stdout)
+        answer = json.loads(body)
+        assert "detail" in answer or "exception_message" in answer, answer
+        if code == "409":
+            assert "input_path" in answer["detail"]
+    with stack.server.client() as client:
+        deployment = client.read_deployment_by_name(TRAIN)
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id])
+            )
+        )
+    # The refused requests created nothing.
+    assert not [r for r in runs if r.parameters.get("input_path") in ("../x", "raw/x.csv")]
+
+
 def test_deploy_from_a_deleted_clone_records_no_path(stack: Stack) -> None:
     with stack.server.client() as client:
+        # Set-up's default limit: a third run waits in the queue.
+        assert client.read_work_pool("somemodel-process").concurrency_limit == 2
         for name in (TRAIN, SCORE):
             deployment = client.read_deployment_by_name(name)
             assert deployment.path is None

@@ -20,6 +20,7 @@ from prefect.settings import PREFECT_API_URL
 from flows.datastore import LocalDatastore
 from flows.train import train
 from tests.conftest import REPO_ROOT, SAMPLE_CSV, TEST_CACHE_DIR
+from tests.prefect_server import AUTH_STRING
 from tests.reliability.conftest import latest_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -53,6 +54,7 @@ def test_killed_flow_resumes_with_the_same_run_id(
     env.update(
         PYTHONPATH=str(REPO_ROOT),
         PREFECT_API_URL=str(PREFECT_API_URL.value()),
+        PREFECT_API_AUTH_STRING=AUTH_STRING,
         SOMEMODEL_LOCAL_DATASTORE_ROOT=str(root),
         SOMEMODEL_CACHE_DIR=str(TEST_CACHE_DIR),
     )
