@@ -83,6 +83,18 @@ class DriftCheck:
     def max_psi(self) -> float | None:
         return max((f.psi for f in self.features), default=None)
 
+    def to_result(self) -> dict[str, Any]:
+        """The verdict for the run's JSON result: drifted or not, why, and each feature's PSI."""
+        return {
+            "status": self.status,
+            "drifted": self.drifted,
+            "threshold": self.threshold,
+            "summary": self.summary_line(),
+            "drifted_features": [f.name for f in self.drifted_features],
+            "classes_drifted": self.class_drift,
+            "psi": {f.name: round(f.psi, 6) for f in self.features},
+        }
+
     def summary_line(self) -> str:
         """One line for the run's state message, the CLI and the notification."""
         if self.status == NO_TRAINING_PROFILE:

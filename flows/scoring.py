@@ -229,6 +229,7 @@ class ScoreSummary:
             "promoted": self.promoted,
             "environment": self.environment.id,
             "steps": [step_result(step) for step in (*self.shards, self.step)],
+            "drift": self.drift.to_result() if self.drift is not None else None,
         }
 
     def distribution(self) -> str:

@@ -16,11 +16,11 @@ from uuid import UUID
 import httpx
 import pytest
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from deployments.declared import load_deployments, load_flow
 from deployments.parameters import refuse_unknown_parameters
-from tests.prefect_server import PrefectServer
+from tests.prefect_server import AUTH_STRING, PrefectServer
 
 NAME = "refusals"
 PATH_RULE = (
@@ -34,7 +34,8 @@ def deployed(prefect_server: PrefectServer) -> Iterator[dict[str, UUID]]:
     """Flow name -> id of its `refusals` deployment on the session's server."""
     specs = [dataclasses.replace(spec, name=NAME) for spec in load_deployments()]
     ids = {}
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+    updates = {PREFECT_API_URL: prefect_server.api_url, PREFECT_API_AUTH_STRING: AUTH_STRING}
+    with temporary_settings(updates=updates):
         for spec in specs:
             flow = load_flow(spec)
             ids[flow.name] = flow.to_deployment(name=NAME, description=spec.description).apply()
@@ -56,6 +57,7 @@ def _create_run(
     return httpx.post(
         f"{server.api_url}/deployments/{deployment_id}/create_flow_run",
         json={"parameters": parameters},
+        auth=tuple(AUTH_STRING.split(":", 1)),  # type: ignore[arg-type]
         timeout=30,
     )
 

@@ -31,6 +31,7 @@ from flows.trends import DRIFT_TAG, DRIFTED
 from tests.conftest import TEST_CACHE_DIR, backends_of
 from tests.drift_data import drift_table
 from tests.fakes import InProcessFactory
+from tests.prefect_server import PrefectServer
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "in_process_compute")
 
@@ -104,6 +105,23 @@ def test_shifted_data_drifts_on_exactly_those_and_alerts_with_predictions_writte
     markdown = summary.to_markdown()
     assert f"**{state.message}**" in markdown
     assert "| x3 |" in markdown
+
+
+def test_the_drift_verdict_is_in_the_runs_json_result(
+    prefect_api: PrefectServer, weeks: list[Any]
+) -> None:
+    """What a REST caller reads (docs/api.md, "The result")."""
+    plain, shifted = (
+        prefect_api.read_result(state.state_details.flow_run_id, "score-result")["drift"]
+        for state in weeks[:2]
+    )
+    assert plain["drifted"] is False
+    assert plain["drifted_features"] == []
+    assert shifted["drifted"] is True
+    assert shifted["drifted_features"] == ["x3"]
+    assert shifted["classes_drifted"] is True
+    assert shifted["summary"] == weeks[1].message
+    assert shifted["psi"]["x3"] > shifted["threshold"]
 
 
 def test_a_history_of_three_runs_shows_in_the_artifacts(weeks: list[Any]) -> None:

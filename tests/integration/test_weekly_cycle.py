@@ -384,6 +384,16 @@ def test_three_week_cycle(cycle: Cycle, tmp_path: Path) -> None:
     assert f"deleted `prepared_dataframes/train-{month_old}-0ld0ld00/`" in summary
     assert f"kept `score_batches/{latest_scoring}/`: in use" in summary
 
+    # The NotPromoted run triggered a scoring run too (promoted or not, see
+    # prefect.yaml): with nothing new in week 3 it scores nothing. It must end
+    # before the shifted file arrives, or it, not the run below, would score it.
+    deadline = time.monotonic() + 120
+    while len(triggered := _triggered_score_runs(cycle)) < 2:
+        assert time.monotonic() < deadline, "the NotPromoted run triggered no scoring run"
+        time.sleep(2)
+    after_worse = _completed(cycle, max(triggered, key=lambda run: run.created).id)
+    assert "nothing new" in _summary(cycle, after_worse.id, "score-summary")
+
     # Drifted data is scored and announced like a failure (docs/score.md, "Drift").
     shifted = pd.read_csv(SAMPLE_CSV)
     shifted = shifted[shifted["target"] != "setosa"].drop(columns="target")

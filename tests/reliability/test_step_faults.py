@@ -15,6 +15,7 @@ import flows.compute.local as local_compute
 from flows.compute.base import EnvironmentRef, StepFailedError
 from flows.compute.local import COMPLETION_MARKER, LocalCompute
 from flows.datastore import DatastoreError, LocalDatastore
+from flows.orphans import scratch_root
 from flows.plan import data_prep_step, train_step
 from flows.registry import ModelVerificationError, promote, verify_model
 from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR, probe_step
@@ -127,7 +128,8 @@ def test_real_train_step_sigkilled_mid_run_leaves_no_model(
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if started:
-                outputs = list(TEST_CACHE_DIR.glob(f"{train.job_name}-*/outputs/trained_model/*"))
+                scratch = scratch_root(TEST_CACHE_DIR)
+                outputs = list(scratch.glob(f"*-{train.job_name}-*/outputs/trained_model/*"))
                 if outputs:
                     started[0].send_signal(signal.SIGKILL)
                     outcome["killed_after"] = [p.name for p in outputs]
