@@ -16,13 +16,19 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 run: $(BIN)/.synced
 	$(BIN)/python flows/train.py $(ARGS)
 
+# Two pytest-xdist workers, each a test session with its own Prefect server and
+# Azurite (started only if its tests need them). --dist loadscope keeps a
+# module's tests, and so its module-scoped stack (deployments, worker), on one
+# worker. One session alone: `.venv/bin/pytest` (or PYTEST_XDIST=-n0).
+PYTEST_XDIST ?= -n 2 --dist loadscope
+
 test: $(BIN)/.synced node_modules/.installed
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # Unit tests and the flows' orchestration on an in-process compute: no Azurite,
-# no venvs, one Prefect server (launched at collection, it boots meanwhile).
+# no venvs, a Prefect server per worker (launched at collection, it boots meanwhile).
 test-fast: $(BIN)/.synced
-	$(BIN)/pytest -m "not slow and not integration" $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_XDIST) -m "not slow and not integration" $(PYTEST_ARGS)
 
 # About 6 minutes on 2 cores; results are recorded in BENCHMARKS.md.
 bench: $(BIN)/.synced

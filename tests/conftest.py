@@ -21,10 +21,24 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.services", "tests.prefect_server"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The longest modules (a real server, worker and Azurite running the weekly
+# cycle and the deployments) go first: with `make test`'s two xdist workers the
+# rest fills the other worker meanwhile, instead of one of them running last.
+LONGEST_FIRST = ("tests/integration/test_weekly_cycle.py", "tests/integration/test_deployments.py")
 SAMPLE_CSV = REPO_ROOT / "data" / "sample" / "iris.csv"
 # Virtual envs are keyed by content hash, so tests share one cache across runs:
 # a warm machine does not rebuild the step environment for every test.
 TEST_CACHE_DIR = REPO_ROOT / ".cache" / "test"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the LONGEST_FIRST modules first, the rest in their usual order."""
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session", autouse=True)
