@@ -10,6 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from prefect.settings import (
     PREFECT_LOGGING_EXTRA_LOGGERS,
     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
@@ -47,6 +48,7 @@ for script in sys.argv[1:]:
 """
 
 
+@pytest.mark.slow  # a Python process with Prefect's imports: about 5 s
 def test_a_run_from_another_directory_uses_the_projects_prefect_toml(tmp_path: Path) -> None:
     scripts = ["flows/train.py", "flows/score.py"]
     result = subprocess.run(
