@@ -8,8 +8,10 @@ artifacts. Each training run's `metadata.json` and each scoring run's
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from flows.datastore.base import Datastore
 from flows.drift import (
@@ -34,6 +36,9 @@ from somemodel.artifacts import (
     ModelMetadata,
     PredictionsManifest,
 )
+
+# A run's record: what `_finished_since` parses.
+Record = TypeVar("Record", ModelMetadata, PredictionsManifest)
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -73,20 +78,44 @@ def _read(datastore: Datastore, path: str) -> str | None:
     return versioned.text if versioned is not None else None
 
 
-def training_history(datastore: Datastore, since: datetime) -> list[TrainingPoint]:
-    """Every finished training run created since `since`, oldest first."""
-    points = []
-    for run_id in RunLedger(datastore).finished_runs(MODELS_ROOT, METADATA_FILENAME):
-        text = _read(datastore, model_metadata_path(run_id))
+def _finished_since(
+    datastore: Datastore,
+    root: str,
+    filename: str,
+    path_of: Callable[[str], str],
+    parse: Callable[[str, str], Record],
+    since: datetime,
+) -> Iterator[tuple[str, Record, datetime]]:
+    """(run id, its parsed `filename`, created at) of each finished run under `root` since `since`.
+
+    A run whose file is missing or does not parse is left out: verification says
+    why when that run is used.
+    """
+    for run_id in RunLedger(datastore).finished_runs(root, filename):
+        path = path_of(run_id)
+        text = _read(datastore, path)
         if text is None:
             continue
         try:
-            metadata = ModelMetadata.from_json(text, model_metadata_path(run_id))
+            record = parse(text, path)
         except ArtifactError:
-            continue  # not a finished model: verification says why when it is used
-        created = parse_time(metadata.created_at)
-        if created is None or created < since:
             continue
+        created = parse_time(record.created_at)
+        if created is not None and created >= since:
+            yield run_id, record, created
+
+
+def training_history(datastore: Datastore, since: datetime) -> list[TrainingPoint]:
+    """Every finished training run created since `since`, oldest first."""
+    points = []
+    for run_id, metadata, created in _finished_since(
+        datastore,
+        MODELS_ROOT,
+        METADATA_FILENAME,
+        model_metadata_path,
+        ModelMetadata.from_json,
+        since,
+    ):
         accuracy = metadata.metrics.get("accuracy")
         points.append(
             TrainingPoint(
@@ -102,17 +131,14 @@ def training_history(datastore: Datastore, since: datetime) -> list[TrainingPoin
 def scoring_history(datastore: Datastore, since: datetime, threshold: float) -> list[ScoringPoint]:
     """Every finished scoring run created since `since`, oldest first, with its drift."""
     points = []
-    for run_id in RunLedger(datastore).finished_runs(PREDICTIONS_ROOT, MANIFEST_FILENAME):
-        text = _read(datastore, predictions_manifest_path(run_id))
-        if text is None:
-            continue
-        try:
-            manifest = PredictionsManifest.from_json(text, predictions_manifest_path(run_id))
-        except ArtifactError:
-            continue
-        created = parse_time(manifest.created_at)
-        if created is None or created < since:
-            continue
+    for run_id, manifest, created in _finished_since(
+        datastore,
+        PREDICTIONS_ROOT,
+        MANIFEST_FILENAME,
+        predictions_manifest_path,
+        PredictionsManifest.from_json,
+        since,
+    ):
         try:
             report = read_drift_report(datastore, run_id)
         except DriftReportError:
