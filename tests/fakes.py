@@ -39,9 +39,8 @@ from flows.compute.base import (
     StepResult,
     StepSpec,
 )
-from flows.compute.local import STDERR_TAIL_LINES
+from flows.compute.local import STDERR_TAIL_LINES, stage_step, upload_step_outputs
 from flows.datastore.base import Datastore
-from flows.datastore.transfer import download, upload_folder
 from flows.ledger import CompletionMarker, RunLedger
 from flows.settings import Settings
 
@@ -87,20 +86,12 @@ class InProcessCompute:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"{spec.job_name}-") as tmp:
             scratch = Path(tmp)
-            local_inputs = {
-                i.name: str(download(self.datastore, i.path, scratch / "inputs" / i.name))
-                for i in spec.inputs
-            }
-            local_outputs = {}
-            for o in spec.outputs:
-                (scratch / "outputs" / o.name).mkdir(parents=True)
-                local_outputs[o.name] = str(scratch / "outputs" / o.name)
+            local_inputs, local_outputs = stage_step(self.datastore, spec, scratch)
             argv = spec.command(local_inputs, local_outputs)
             self.log.info("Running step %s in-process: %s", spec.job_name, " ".join(argv[1:]))
             self.steps_run.append(spec.job_name)
             run_main(spec, argv[2:])
-            for o in spec.outputs:
-                upload_folder(self.datastore, Path(local_outputs[o.name]), o.path)
+            upload_step_outputs(self.datastore, spec, local_outputs)
         duration = time.monotonic() - started
         RunLedger(self.datastore).mark_complete(
             outputs.values(), CompletionMarker(spec.job_name, environment.id, duration)

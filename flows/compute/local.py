@@ -154,20 +154,12 @@ class LocalCompute:
             shutil.copytree(
                 spec.code_dir, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
             )
-            local_inputs = {
-                i.name: str(download(self.datastore, i.path, scratch / "inputs" / i.name))
-                for i in spec.inputs
-            }
-            local_outputs = {}
-            for o in spec.outputs:
-                (scratch / "outputs" / o.name).mkdir(parents=True)
-                local_outputs[o.name] = str(scratch / "outputs" / o.name)
+            local_inputs, local_outputs = stage_step(self.datastore, spec, scratch)
             python = str(Path(environment.location) / "bin" / "python")
             argv = spec.command(local_inputs, local_outputs, python=python)
             self.log.info("Running step %s: %s", spec.job_name, " ".join(argv[1:]))
             self._run_step_process(spec, argv, cwd=code, home=scratch, environment=environment)
-            for o in spec.outputs:
-                upload_folder(self.datastore, Path(local_outputs[o.name]), o.path)
+            upload_step_outputs(self.datastore, spec, local_outputs)
         duration = time.monotonic() - started
         self._mark_complete(spec, environment, duration)
         self.log.info("Step %s completed in %.1f s", spec.job_name, duration)
@@ -323,6 +315,30 @@ for requirement in sys.argv[1:]:
         print(f"{name} is {have}, not {wanted}")
 """
 ENV_CHECK_TIMEOUT_SECONDS = 120
+
+
+def stage_step(
+    datastore: Datastore, spec: StepSpec, scratch: Path
+) -> tuple[dict[str, str], dict[str, str]]:
+    """A step's inputs downloaded under `scratch/inputs/`, its outputs as empty folders under
+    `scratch/outputs/` (AML's download and upload modes): the local paths by name.
+    """
+    local_inputs = {
+        i.name: str(download(datastore, i.path, scratch / "inputs" / i.name)) for i in spec.inputs
+    }
+    local_outputs = {}
+    for o in spec.outputs:
+        (scratch / "outputs" / o.name).mkdir(parents=True)
+        local_outputs[o.name] = str(scratch / "outputs" / o.name)
+    return local_inputs, local_outputs
+
+
+def upload_step_outputs(
+    datastore: Datastore, spec: StepSpec, local_outputs: dict[str, str]
+) -> None:
+    """Upload each output folder `stage_step` made to the step's datastore path."""
+    for o in spec.outputs:
+        upload_folder(datastore, Path(local_outputs[o.name]), o.path)
 
 
 def environment_problem(spec: EnvironmentSpec, root: Path) -> str | None:
