@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from somemodel.artifacts import atomic_output
+from somemodel.csvfiles import MISSING_VALUES, NotCsvError, is_gzip
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +29,7 @@ _EXAMPLES = 3
 _SHOWN_COLUMNS = 10
 # A feature that counts 0, 1, 2... over at least this many rows is an exported index.
 _ROW_NUMBER_MIN_ROWS = 50
-_GZIP_MAGIC = b"\x1f\x8b"
-# The one missing-value marker, for features and labels alike (docs/reliability.md):
-# an empty cell. "NA", "NULL", "None"... are values: a class may be called "NA".
-_MISSING = [""]
+_MISSING = list(MISSING_VALUES)  # somemodel.csvfiles: only an empty cell
 # Text a feature cell may hold that is a number, but not a finite one.
 _NAN_TEXT = frozenset(["nan", "+nan", "-nan"])
 # A header cell pandas writes for an unnamed index, or reads back from an empty one.
@@ -81,25 +79,12 @@ def source_names(files: list[Path], root: Path, shown_root: str = "") -> list[st
     return names
 
 
-# Files that are not (plain or gzip) CSV text, by their first bytes: what to say instead
-# of a UTF-8 decode error.
-_NOT_CSV = (
-    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook?): export or extract it as CSV"),
-    (b"BZh", "bzip2-compressed: decompress it, or compress it with gzip instead"),
-    (b"\xfd7zXZ", "xz-compressed: decompress it, or compress it with gzip instead"),
-    (b"\xff\xfe", "UTF-16 text: save it as UTF-8 CSV"),
-    (b"\xfe\xff", "UTF-16 text: save it as UTF-8 CSV"),
-)
-
-
 def _is_gzip(path: Path, name: str) -> bool:
     """True for a gzip-compressed file (whatever its name); DataPrepError for other binaries."""
-    with path.open("rb") as fh:
-        head = fh.read(6)
-    for magic, what in _NOT_CSV:
-        if head.startswith(magic):
-            raise DataPrepError(f"{name}: the file is {what}")
-    return head.startswith(_GZIP_MAGIC)
+    try:
+        return is_gzip(path)
+    except NotCsvError as exc:
+        raise DataPrepError(f"{name}: {exc}") from exc
 
 
 def _read_header(path: Path, name: str, gzipped: bool) -> list[str]:

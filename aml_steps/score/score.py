@@ -41,6 +41,7 @@ from somemodel.artifacts import (
     load_verified_model,
     read_training_profile,
 )
+from somemodel.csvfiles import MISSING_VALUES, NotCsvError, is_gzip
 from somemodel.profile import DataProfile, ProfileBuilder
 
 __all__ = ["ScoreError"]
@@ -55,9 +56,7 @@ _SHOWN_COLUMNS = 10
 _MAX_HEADER = 64 << 20  # bytes: a header this long is an unclosed quote
 _HEADER_CHUNK = 1 << 16
 _RECORD_END = re.compile(rb'["\r\n]')
-_GZIP_MAGIC = b"\x1f\x8b"
-# The missing-value rule of training (docs/reliability.md): only an empty cell.
-_MISSING = [""]
+_MISSING = list(MISSING_VALUES)  # somemodel.csvfiles: only an empty cell
 # A header cell pandas writes for an unnamed index, or reads back from an empty one.
 _UNNAMED = re.compile(r"^Unnamed: \d+$")
 
@@ -397,17 +396,6 @@ class CsvHeader:
     gzipped: bool
 
 
-# Files that are not (plain or gzip) CSV text, by their first bytes: what to say instead
-# of a UTF-8 decode error.
-_NOT_CSV = (
-    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook?): export or extract it as CSV"),
-    (b"BZh", "bzip2-compressed: decompress it, or compress it with gzip instead"),
-    (b"\xfd7zXZ", "xz-compressed: decompress it, or compress it with gzip instead"),
-    (b"\xff\xfe", "UTF-16 text: save it as UTF-8 CSV"),
-    (b"\xfe\xff", "UTF-16 text: save it as UTF-8 CSV"),
-)
-
-
 def read_file_list(path: Path) -> list[str]:
     """The relative paths in a file list (one per line; blank lines ignored)."""
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -439,12 +427,10 @@ def shard_files(files: list[Path], index: int, count: int) -> list[Path]:
 
 def _is_gzip(path: Path, source: str) -> bool:
     """True for a gzip-compressed file (whatever its name); ScoreError for other binaries."""
-    with path.open("rb") as fh:
-        head = fh.read(6)
-    for magic, what in _NOT_CSV:
-        if head.startswith(magic):
-            raise ScoreError(f"{source}: the file is {what}")
-    return head.startswith(_GZIP_MAGIC)
+    try:
+        return is_gzip(path)
+    except NotCsvError as exc:
+        raise ScoreError(f"{source}: {exc}") from exc
 
 
 def _header_bytes(fh: BinaryIO, source: str) -> tuple[bytes, int]:
