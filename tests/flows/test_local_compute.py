@@ -191,15 +191,20 @@ def test_fan_out_failure_stops_the_other_steps(
         compute.run_step(bad, environment)
 
 
-def test_a_ready_environment_missing_a_package_is_rebuilt(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def _real_environment(tmp_path: Path) -> tuple[LocalCompute, EnvironmentSpec]:
+    """A compute with its own cache, and the real step environment's spec (built wheel, pins)."""
     store = LocalDatastore(tmp_path / "store")
     wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
     store.upload_file(wheel.local_path, wheel.datastore_path)
     settings = Settings()
     spec = EnvironmentSpec("heal-env", settings.base_image, settings.pip_packages, wheel)
-    compute = LocalCompute(store, tmp_path / "cache")
+    return LocalCompute(store, tmp_path / "cache"), spec
+
+
+def test_a_ready_environment_missing_a_package_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    compute, spec = _real_environment(tmp_path)
     built = compute.prepare_environment(spec)
     python = f"{built.location}/bin/python"
     uninstall = [find_uv_bin(), "pip", "uninstall", "--quiet", "--python", python, "joblib"]
@@ -214,12 +219,7 @@ def test_a_ready_environment_missing_a_package_is_rebuilt(
 def test_a_ready_environment_whose_python_is_gone_is_rebuilt(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = LocalDatastore(tmp_path / "store")
-    wheel = build_wheel(SOMEMODEL_SOURCE, TEST_CACHE_DIR / "wheels")
-    store.upload_file(wheel.local_path, wheel.datastore_path)
-    settings = Settings()
-    spec = EnvironmentSpec("heal-env", settings.base_image, settings.pip_packages, wheel)
-    compute = LocalCompute(store, tmp_path / "cache")
+    compute, spec = _real_environment(tmp_path)
     built = compute.prepare_environment(spec)
     (Path(built.location) / "bin" / "python").unlink()
     assert not compute.prepare_environment(spec).reused
