@@ -356,16 +356,22 @@ class VerifiedModel:
         return list(self.metadata.feature_names)
 
 
+def _read_text(path: Path, missing: str) -> str:
+    """The UTF-8 text of the artifact file `path`; ArtifactError(`missing`) if it is absent."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ArtifactError(missing) from exc
+
+
 def read_metadata(folder: Path) -> ModelMetadata:
     """The checked ``metadata.json`` of the model folder ``folder``."""
     path = Path(folder) / METADATA_FILENAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ArtifactError(
-            f"{METADATA_FILENAME} not found in {folder}: is it a train output, and did the "
-            "train step finish?"
-        ) from exc
+    text = _read_text(
+        path,
+        f"{METADATA_FILENAME} not found in {folder}: is it a train output, and did the "
+        "train step finish?",
+    )
     return ModelMetadata.from_json(text, source=str(path))
 
 
@@ -397,10 +403,9 @@ def read_training_profile(folder: Path, metadata: ModelMetadata) -> DataProfile 
     if metadata.profile_file is None:
         return None
     path = Path(folder) / metadata.profile_file
+    text = _read_text(path, f"{path} not found, although {METADATA_FILENAME} names it")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{path} not found, although {METADATA_FILENAME} names it") from exc
+        record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
     try:
@@ -607,12 +612,9 @@ def write_manifest(manifest: PredictionsManifest, folder: Path) -> Path:
 def read_manifest(folder: Path) -> PredictionsManifest:
     """The checked ``manifest.json`` of the predictions folder ``folder``."""
     path = Path(folder) / MANIFEST_FILENAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ArtifactError(
-            f"{MANIFEST_FILENAME} not found in {folder}: the score step did not finish"
-        ) from exc
+    text = _read_text(
+        path, f"{MANIFEST_FILENAME} not found in {folder}: the score step did not finish"
+    )
     return PredictionsManifest.from_json(text, source=str(path))
 
 
@@ -701,8 +703,5 @@ def write_drift_report(report: DriftReport, folder: Path) -> Path:
 def read_drift_report(folder: Path) -> DriftReport:
     """The drift report in the predictions folder ``folder``."""
     path = Path(folder) / DRIFT_FILENAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{DRIFT_FILENAME} not found in {folder}") from exc
+    text = _read_text(path, f"{DRIFT_FILENAME} not found in {folder}")
     return DriftReport.from_json(text, source=str(path))
