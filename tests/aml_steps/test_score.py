@@ -298,10 +298,10 @@ def test_tampered_model_refused_before_loading(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import somemodel.artifacts
+    import somemodel.persistence
 
     loaded: list[Path] = []
-    monkeypatch.setattr(somemodel.artifacts, "load_model", lambda path: loaded.append(path))
+    monkeypatch.setattr(somemodel.persistence, "load_model", lambda path: loaded.append(path))
     with (trained_dir / "model.skops").open("ab") as fh:
         fh.write(b"\0")
     meta = json.loads((trained_dir / "metadata.json").read_text())

@@ -11,7 +11,7 @@ import pytest
 import run_train
 from train import TrainError, build_metadata, log_to_mlflow, train
 
-import somemodel.artifacts
+import somemodel.persistence
 from somemodel import load_model
 
 METADATA_KEYS = {
@@ -137,7 +137,7 @@ def test_crash_while_saving_model_leaves_no_marker(
         Path(path).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(somemodel.artifacts, "save_model", half_write)
+    monkeypatch.setattr(somemodel.persistence, "save_model", half_write)
     with pytest.raises(OSError, match="disk full"):
         run_train.main(
             ["--training-dataframe", str(prepared(tmp_path, iris_df)), "--trained-model",

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import somemodel.artifacts
+import somemodel.persistence
 from flows.datastore import LocalDatastore
 from flows.registry import ModelVerificationError, verify_model
 from somemodel import SomeModel, save_model
@@ -65,7 +65,7 @@ def test_swapped_model_is_refused_before_loading(
     store.upload_file(replacement, f"trained_models/{run_id}/model.skops", overwrite=True)
 
     loads: list[object] = []
-    monkeypatch.setattr(somemodel.artifacts, "load_model", lambda path: loads.append(path))
+    monkeypatch.setattr(somemodel.persistence, "load_model", lambda path: loads.append(path))
     with pytest.raises(ModelVerificationError, match=r"sha256.*refusing to load it"):
         verify_model(store, run_id)
     assert loads == [], "the swapped file was handed to the deserialiser"

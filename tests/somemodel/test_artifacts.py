@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 import somemodel.artifacts
+import somemodel.persistence
 from somemodel import SomeModel
 from somemodel.artifacts import (
     MANIFEST_FILENAME,
@@ -136,7 +137,7 @@ def test_sha_mismatch_is_refused_before_loading(
     with (model_dir / MODEL_FILENAME).open("ab") as handle:
         handle.write(b"\0")
     loads: list[object] = []
-    monkeypatch.setattr(somemodel.artifacts, "load_model", loads.append)
+    monkeypatch.setattr(somemodel.persistence, "load_model", loads.append)
     with pytest.raises(ArtifactError, match=r"expected sha256 [0-9a-f]{64}, actual .*refusing"):
         load_verified_model(model_dir)
     assert loads == [], "the tampered file was handed to the deserialiser"
@@ -148,7 +149,7 @@ def test_saving_a_model_drops_stale_metadata_first(model_dir: Path, model: SomeM
         raise OSError("disk full")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(somemodel.artifacts, "save_model", fail)
+        patch.setattr(somemodel.persistence, "save_model", fail)
         with pytest.raises(OSError, match="disk full"):
             somemodel.artifacts.save_model_file(model, model_dir)
     # The old model is intact, but no metadata vouches for it any more.

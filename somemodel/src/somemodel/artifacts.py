@@ -26,14 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 import numpy as np
-import sklearn
 
 from somemodel._version import __version__
-from somemodel.models import SomeModel
-from somemodel.persistence import ModelLoadError, load_model, save_model
 from somemodel.profile import (
     ClassDrift,
     DataProfile,
@@ -42,6 +39,11 @@ from somemodel.profile import (
     compare_classes,
     compare_features,
 )
+
+if TYPE_CHECKING:
+    # Imported where used: the merge step and the flows read and write these files
+    # without scikit-learn (1.5 s of imports in every such process).
+    from somemodel.models import SomeModel
 
 MODEL_FILENAME = "model.skops"
 METADATA_FILENAME = "metadata.json"
@@ -305,6 +307,8 @@ class ModelMetadata(_Record):
         profile_file: str | None = None,
     ) -> ModelMetadata:
         """The metadata of a fitted ``model`` saved as :data:`MODEL_FILENAME`."""
+        import sklearn
+
         return cls(
             run_id=run_id,
             input_path=input_path,
@@ -381,12 +385,14 @@ def save_model_file(model: SomeModel, folder: Path) -> str:
     Any ``metadata.json`` already there is removed first: a folder holds
     metadata only when it matches the model file next to it.
     """
+    from somemodel import persistence
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / METADATA_FILENAME).unlink(missing_ok=True)
     target = folder / MODEL_FILENAME
     with atomic_output(target) as tmp:
-        save_model(model, tmp)
+        persistence.save_model(model, tmp)
     return sha256_of_file(target)
 
 
@@ -465,6 +471,8 @@ def load_verified_model(folder: Path) -> VerifiedModel:
     The hash is checked before loading, so a swapped or corrupted file is never
     deserialised at all; loading then trusts only somemodel's own types.
     """
+    from somemodel import persistence
+
     folder = Path(folder)
     metadata = read_metadata(folder)
     path = folder / metadata.model_file
@@ -477,8 +485,8 @@ def load_verified_model(folder: Path) -> VerifiedModel:
             f"actual {actual}; refusing to load it"
         )
     try:
-        model = load_model(path)
-    except ModelLoadError as exc:
+        model = persistence.load_model(path)
+    except persistence.ModelLoadError as exc:
         raise ArtifactError(str(exc)) from exc
     trained_on = [str(name) for name in getattr(model, "feature_names_in_", [])]
     if trained_on and trained_on != list(metadata.feature_names):
