@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import merge as merge_module
 import pandas as pd
 import pytest
 import run_merge
 import run_score
 from score import ScoreError, shard_files
+
+from tests.aml_steps.conftest import STEPS_DIR
 
 
 @pytest.fixture
@@ -108,3 +115,50 @@ def test_shard_flags_must_have_no_gaps(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         run_merge.parse_args(["--shard-1", "x", "--predictions", "p", "--run-id", "r",
                               "--expected-files", "1"])  # fmt: skip
+
+
+def test_the_merge_step_starts_without_the_scoring_libraries() -> None:
+    """The merge runs after every shard, on the fan-out's critical path: importing
+    scikit-learn, skops, pandas and Arrow there would cost it 1.5-2 s of start-up.
+    """
+    heavy = ["sklearn", "skops", "pandas", "pyarrow"]
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import run_merge; "
+        "print(' '.join(m for m in sys.argv[2:] if m in sys.modules))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe, str(STEPS_DIR / "score"), *heavy],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert found.stdout.split() == []
+
+
+@pytest.mark.parametrize("kernel", ["copies", "unsupported", "stops-halfway"])
+def test_the_merge_appends_the_rows_after_each_header_whatever_the_kernel_supports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: str
+) -> None:
+    header = b"row_id,prediction\n"
+    parts = [header + b"".join(b"%d-%d,a\n" % (k, i) for i in range(50_000)) for k in range(2)]
+    real = os.copy_file_range
+
+    def halfway(src: int, dst: int, count: int, offset_src: int | None = None) -> int:
+        if offset_src is not None and offset_src > len(header) + 1000:
+            raise OSError(errno.EXDEV, "cross-device")
+        return real(src, dst, min(count, 1000), offset_src)
+
+    def unsupported(*_: object) -> int:
+        raise OSError(errno.ENOSYS, "not implemented")
+
+    if kernel != "copies":
+        monkeypatch.setattr(
+            os, "copy_file_range", halfway if kernel == "stops-halfway" else unsupported
+        )
+    out_path = tmp_path / "merged.csv"
+    with out_path.open("wb") as out:
+        out.write(header)
+        for k, part in enumerate(parts):
+            source = tmp_path / f"part-{k}.csv"
+            source.write_bytes(part)
+            with source.open("rb") as handle:
+                merge_module._append_rows(handle, len(header), out)
+    assert out_path.read_bytes() == header + b"".join(p[len(header) :] for p in parts)
