@@ -69,7 +69,9 @@ def score_step(
     """Score the CSV(s) at `input_path` with the model of training run `model_run_id`.
 
     The whole model folder goes in (model file + metadata.json), so the step
-    checks the file's sha256 itself before loading it, wherever it runs.
+    checks the file's sha256 itself before loading it, wherever it runs. A
+    folder of CSVs is mounted, not downloaded: the step reads only the files it
+    scores (the new ones, its shard's), however many weeks the folder holds.
     """
     return StepSpec(
         step="score",
@@ -78,7 +80,12 @@ def score_step(
         script="run_score.py",
         inputs=(
             StepInput("model", model_dir(model_run_id), "uri_folder"),
-            StepInput("input_data", input_path, input_kind),
+            StepInput(
+                "input_data",
+                input_path,
+                input_kind,
+                mode="ro_mount" if input_kind == "uri_folder" else "download",
+            ),
         ),
         outputs=(StepOutput("predictions", predictions_dir(run_id)),),
         params={"run_id": run_id, "id_column": id_column, "chunk_size": chunk_size},

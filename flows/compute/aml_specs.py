@@ -27,7 +27,7 @@ from azure.ai.ml import Input, Output, command
 from azure.ai.ml.constants import AssetTypes, InputOutputModes
 from azure.ai.ml.entities import BuildContext, Command, Environment
 
-from flows.compute.base import EnvironmentSpec, StepSpec
+from flows.compute.base import EnvironmentSpec, InputMode, StepSpec
 from flows.settings import Settings
 from flows.step_lock import REPO_ROOT, read_step_lock
 
@@ -164,12 +164,18 @@ def shell_join(argv: list[str]) -> str:
     return " ".join(a if _PLACEHOLDER.match(a) else shlex.quote(a) for a in argv)
 
 
+_INPUT_MODES: Mapping[InputMode, str] = {
+    "download": InputOutputModes.DOWNLOAD,
+    "ro_mount": InputOutputModes.RO_MOUNT,
+}
+
+
 def _inputs(spec: StepSpec, target: AmlTarget) -> dict[str, Input]:
     return {
         i.name: Input(
             type=AssetTypes.URI_FILE if i.kind == "uri_file" else AssetTypes.URI_FOLDER,
             path=target.uri(i.path, folder=i.kind == "uri_folder"),
-            mode=InputOutputModes.DOWNLOAD,
+            mode=_INPUT_MODES[i.mode],
         )
         for i in spec.inputs
     }

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from flows.datastore.base import InputKind
 
@@ -71,11 +71,19 @@ class EnvironmentRef:
         return f"{self.name}@{self.version}"
 
 
+# How a job gets an input (AML's input modes): "download" copies it onto the node
+# before the step starts; "ro_mount" mounts it read-only, so the step reads only
+# the files it opens (a score step given a folder of many weeks reads only the
+# new files or its shard's). The local compute copies both ways.
+InputMode = Literal["download", "ro_mount"]
+
+
 @dataclass(frozen=True)
 class StepInput:
     name: str
     path: str
     kind: InputKind
+    mode: InputMode = "download"
 
 
 @dataclass(frozen=True)

@@ -322,6 +322,9 @@ def stage_step(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """A step's inputs downloaded under `scratch/inputs/`, its outputs as empty folders under
     `scratch/outputs/` (AML's download and upload modes): the local paths by name.
+
+    A "ro_mount" input is downloaded too: this machine has no mount of the
+    datastore, and the step cannot tell a read-only mount from a copy.
     """
     local_inputs = {
         i.name: str(download(datastore, i.path, scratch / "inputs" / i.name)) for i in spec.inputs

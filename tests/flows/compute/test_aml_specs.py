@@ -21,7 +21,15 @@ from flows.compute.aml_specs import (
     shell_join,
 )
 from flows.compute.base import EnvironmentSpec, StepSpec, WheelRef
-from flows.plan import STEPS_DIR, data_prep_step, merge_step, score_shard_steps, train_step
+from flows.datastore.base import InputKind
+from flows.plan import (
+    STEPS_DIR,
+    data_prep_step,
+    merge_step,
+    score_shard_steps,
+    score_step,
+    train_step,
+)
 from flows.settings import Settings
 from flows.step_lock import read_step_lock
 
@@ -181,6 +189,26 @@ def test_no_secret_reaches_any_spec(
         assert "AccountKey" not in text
 
 
+@pytest.mark.parametrize(
+    ("kind", "path", "mode"),
+    [
+        ("uri_folder", "raw/week-48", "ReadOnlyMount"),
+        ("uri_file", "raw/week-48/mon.csv", "Download"),
+    ],
+)
+def test_a_score_step_mounts_a_folder_and_downloads_a_file(
+    kind: InputKind, path: str, mode: str
+) -> None:
+    """A folder of many weeks is mounted: the step opens only the files it scores (the new
+    ones); the model folder and a single file are downloaded whole, as before.
+    """
+    spec = score_step("score-2026-11-23-1a2b3c4d", RUN_ID, path, kind, "id")
+    props = rest(build_command_job(spec, ENV_ID, TARGET, TAGS))["properties"]
+    assert props["inputs"]["input_data"]["mode"] == mode
+    assert props["inputs"]["input_data"]["jobInputType"] == kind
+    assert props["inputs"]["model"]["mode"] == "Download"
+
+
 def test_score_shards_are_command_jobs_over_the_same_folder() -> None:
     run_id = "score-2026-11-23-1a2b3c4d"
     specs = score_shard_steps(run_id, RUN_ID, "raw/week-48", "id", 3)
@@ -189,8 +217,9 @@ def test_score_shards_are_command_jobs_over_the_same_folder() -> None:
     for k, body in enumerate(bodies):
         props = body["properties"]
         assert props["jobType"] == "Command"
+        # Mounted: each shard reads its own files, not a download of the whole folder.
         assert props["inputs"]["input_data"] == {
-            "uri": f"{DS}/raw/week-48/", "mode": "Download", "jobInputType": "uri_folder"
+            "uri": f"{DS}/raw/week-48/", "mode": "ReadOnlyMount", "jobInputType": "uri_folder"
         }  # fmt: skip
         assert props["inputs"]["model"]["uri"] == f"{DS}/trained_models/{RUN_ID}/"
         assert props["outputs"]["predictions"]["uri"] == (
