@@ -58,6 +58,14 @@ STOP_TIMEOUT_SECONDS = 20.0
 AUTH_STRING = "somemodel:test-only-password"
 # Migrated SQLite databases, one per Prefect version and set of migrations.
 DATABASE_TEMPLATES = REPO_ROOT / ".cache" / "test" / "prefect-db"
+# The server of a session without `slow` or `integration` tests (`make
+# test-fast`: no worker, no deployment run, every flow run in the test process)
+# does not record task runs: no test of that tier reads them, and the recorder
+# writes each task run's every state in a transaction of its own, so a flow run
+# created just after another one ended often got a 503 (SQLite busy) and retried
+# 2 s later. That is also what flow-run heartbeats hid, which the `prefect_api`
+# fixture turns off with such a server (see there).
+LEAN_SERVER_SETTINGS = {"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false"}
 
 
 def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -246,8 +254,9 @@ class PrefectServer:
     Its database starts as a copy of `database_template()`.
     """
 
-    def __init__(self, home: Path, port: int | None = None) -> None:
+    def __init__(self, home: Path, port: int | None = None, *, lean: bool = False) -> None:
         self.home = home
+        self.lean = lean
         self.port = port or free_port()
         self.database = home / "prefect.db"
         self._server: BackgroundProcess | None = None
@@ -304,6 +313,8 @@ class PrefectServer:
         # The server must not try to reach itself through a client URL.
         del env["PREFECT_API_URL"]
         env["PREFECT_SERVER_API_AUTH_STRING"] = AUTH_STRING
+        if self.lean:
+            env.update(LEAN_SERVER_SETTINGS)
         with self._lock:
             if self._stopped:  # stopped while the template was being built
                 return
@@ -483,6 +494,11 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def needs_full_server(items: Sequence[pytest.Item]) -> bool:
+    """Whether a session of these tests needs every server service (not LEAN_SERVER_SETTINGS)."""
+    return any(item.get_closest_marker(m) for item in items for m in ("slow", "integration"))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Launch the session's server now if a test will use it: it boots while others run."""
     if session.config.option.collectonly or not any(
@@ -490,7 +506,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ):
         return
     home = Path(tempfile.mkdtemp(prefix="prefect-home-"))
-    server = PrefectServer(home)
+    server = PrefectServer(home, lean=not needs_full_server(session.items))
     server.launch_in_background()
     session.config.stash[_SESSION_SERVER] = server
 

@@ -1,18 +1,26 @@
-"""The test harness's Prefect server starts on a copy of the migrated database template."""
+"""The harness's Prefect server: a copy of the migrated template, the services its session needs."""
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+from typing import Any
 
-from alembic.script import ScriptDirectory
+import pytest
 
-from tests.prefect_server import PrefectServer, database_template_path, sqlite_migrations
+from tests.prefect_server import (
+    PrefectServer,
+    database_template_path,
+    needs_full_server,
+    sqlite_migrations,
+)
 
 
 def test_the_server_runs_on_a_copy_of_the_template_at_the_migration_head(
     prefect_server: PrefectServer,
 ) -> None:
+    from alembic.script import ScriptDirectory
+
     migrations = sqlite_migrations()
     heads = ScriptDirectory(
         str(migrations.parents[1]), version_locations=[str(migrations)]
@@ -35,3 +43,31 @@ def test_the_server_runs_on_a_copy_of_the_template_at_the_migration_head(
         assert original.execute("SELECT version_num FROM alembic_version").fetchall() == [
             (head,) for head in heads
         ]
+
+
+class _Item:
+    def __init__(self, *markers: str) -> None:
+        self.markers = markers
+
+    def get_closest_marker(self, name: str) -> str | None:
+        return name if name in self.markers else None
+
+
+@pytest.mark.parametrize(
+    ("markers", "full"),
+    [((), False), (("aml_live",), False), (("slow",), True), (("integration",), True)],
+)
+def test_a_session_with_a_slow_or_integration_test_gets_every_server_service(
+    markers: tuple[str, ...], full: bool
+) -> None:
+    items: list[Any] = [_Item(), _Item(*markers), _Item()]
+    assert needs_full_server(items) is full
+
+
+def test_the_server_runs_with_the_services_its_session_needs(
+    prefect_server: PrefectServer, request: pytest.FixtureRequest
+) -> None:
+    assert prefect_server.lean is not needs_full_server(request.session.items)
+    with prefect_server.client() as client:
+        settings = client._client.get("/admin/settings").json()
+    assert settings["server"]["services"]["task_run_recorder"]["enabled"] is not prefect_server.lean
