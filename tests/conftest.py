@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from flows.compute.base import EnvironmentRef, StepOutput, StepSpec
-from tests.fakes import InProcessFactory
-
+# Imported where used, not here: with xdist the controlling process loads this
+# file too but runs no test, and these imports (Prefect, scikit-learn, pandas)
+# cost it 4-5 CPU s while the workers start up.
 if TYPE_CHECKING:
+    from flows.compute.base import EnvironmentRef, StepSpec
+    from tests.fakes import InProcessFactory
     from tests.prefect_server import PrefectServer
 
 # Session fixtures of the real services: `azurite` and `prefect_server` (which imports services).
@@ -137,6 +139,7 @@ def in_process_compute() -> Iterator[InProcessFactory]:
     Pass it to `backends_of(compute=...)`: flows in that block run on it.
     """
     import flows.tasks
+    from tests.fakes import InProcessFactory
 
     with pytest.MonkeyPatch.context() as patch:
         # Every run builds the wheel (uv build, 1-2 s); here once per module is
@@ -167,6 +170,8 @@ def step_environment(tmp_path_factory: pytest.TempPathFactory) -> EnvironmentRef
 
 def probe_step(tmp_path: Path, body: str, run_id: str, output: str) -> StepSpec:
     """A step whose script runs `body` with `out` (a Path) as its only output folder."""
+    from flows.compute.base import StepOutput, StepSpec
+
     code = tmp_path / f"probe-{run_id}"
     code.mkdir(exist_ok=True)
     (code / "probe.py").write_text(

@@ -38,16 +38,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import pytest
-from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.objects import FlowRun
-from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from flows.fsutil import file_lock
 from tests.services import ServiceStartError, free_port
+
+# Prefect is imported where used: the xdist controller loads this plugin too.
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.objects import FlowRun
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
@@ -445,6 +447,9 @@ class PrefectServer:
     @contextlib.contextmanager
     def client(self) -> Iterator[SyncPrefectClient]:
         """A Prefect client for this server, whatever API the test process points at."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
         with (
             temporary_settings(
                 updates={PREFECT_API_URL: self.api_url, PREFECT_API_AUTH_STRING: AUTH_STRING}
