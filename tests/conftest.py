@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 from collections.abc import Iterator
@@ -23,24 +24,51 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.services", "tests.prefect_server"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The longest modules (a real server, worker and Azurite running the weekly
-# cycle and the deployments) go first: with `make test`'s two xdist workers the
-# rest fills the other worker meanwhile, instead of one of them running last.
-LONGEST_FIRST = ("tests/integration/test_weekly_cycle.py", "tests/integration/test_deployments.py")
+# The longest modules with slow or integration tests, longest first (as
+# measured with `make test`): they go first, so with `make test`'s two xdist
+# workers the rest fills the other worker meanwhile, instead of one of them
+# running last. The other modules follow, those with the most tests first
+# (test_train_flow and test_score_flow, long too, among the first; in `make
+# test-fast`, where all come in that order, they start after a few modules that
+# do not wait for the session's server to boot). The Makefile passes --no-loadscope-reorder:
+# xdist's own order (most tests first) put the weekly cycle, one test of about
+# two minutes, last.
+LONGEST_FIRST = (
+    "tests/integration/test_weekly_cycle.py",
+    "tests/integration/test_deployments.py",
+    "tests/integration/test_aml_http.py",
+    "tests/flows/test_cli_errors.py",
+    "tests/flows/compute/test_aml_score_flow.py",
+    "tests/reliability/test_azurite_outage.py",
+    "tests/flows/test_local_compute.py",
+    "tests/reliability/test_flow_resume.py",
+    "tests/flows/compute/test_aml_train_flow.py",
+)
 SAMPLE_CSV = REPO_ROOT / "data" / "sample" / "iris.csv"
 # Virtual envs are keyed by content hash, so tests share one cache across runs:
 # a warm machine does not rebuild the step environment for every test.
 TEST_CACHE_DIR = REPO_ROOT / ".cache" / "test"
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k deselected theirs
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the LONGEST_FIRST modules first, the rest in their usual order."""
+    """Run the LONGEST_FIRST modules first, then the others, most tests first."""
 
-    def rank(item: pytest.Item) -> int:
-        module = item.nodeid.split("::", 1)[0]
-        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+    from tests.prefect_server import needs_full_server
 
-    items.sort(key=rank)
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    tests = collections.Counter(module(item) for item in items)
+    # Only their slow tests make these modules long (`make test-fast` has none).
+    slow = {module(item) for item in items if needs_full_server([item])}
+    longest = [name for name in LONGEST_FIRST if name in slow]
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = module(item)
+        return (longest.index(name) if name in longest else len(longest)), -tests[name]
+
+    items.sort(key=rank)  # stable: a module's tests keep their order
 
 
 @pytest.fixture(scope="session", autouse=True)
