@@ -127,12 +127,11 @@ def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
     Tests share the server's database, so they look up their own flow runs by
     id, never count all of them.
 
-    With a lean server (`make test-fast`, tests/prefect_server.py), flow runs in
-    this process send no heartbeats: Prefect's heartbeat thread sleeps in 1 s
-    steps and the run's end joins it, 0.5 s of every flow run (~1.5 s) on
-    average. Heartbeats are for a server to notice a crashed run, which no test
-    of that tier waits for; with the task-run recorder on, that pause also kept
-    the next run's creation clear of its writes, so other sessions keep them.
+    Flow runs in this process send no heartbeats: Prefect's heartbeat thread
+    sleeps in 1 s steps and the run's end joins it, 0.5 s of every flow run
+    (~1.5 s) on average. Heartbeats are for a server to notice a crashed run,
+    which no test of an in-process run waits for; flow runs in the processes
+    tests start (a worker's, `flows/train.py`) send them as usual.
     """
     from prefect.context import _temporary_global_settings_context, get_settings_context
     from prefect.events.worker import EventsWorker
@@ -150,9 +149,8 @@ def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
     api: dict[Setting, Any] = {
         PREFECT_API_URL: prefect_server.api_url,
         PREFECT_API_AUTH_STRING: AUTH_STRING,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
     }
-    if prefect_server.lean:
-        api[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
     with temporary_settings(updates=api):
         with _temporary_global_settings_context(get_settings_context()):
             yield prefect_server

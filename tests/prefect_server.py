@@ -60,13 +60,20 @@ STOP_TIMEOUT_SECONDS = 20.0
 AUTH_STRING = "somemodel:test-only-password"
 # Migrated SQLite databases, one per Prefect version and set of migrations.
 DATABASE_TEMPLATES = REPO_ROOT / ".cache" / "test" / "prefect-db"
+# Prefect's task-run recorder writes each state of each task run in a
+# transaction of its own, just after the flow run that sent them; the next flow
+# run's creation then often met SQLite busy (503) and retried 2 s later.
+# Flow-run heartbeats, which tests/conftest.py turns off in the test process,
+# used to hide that behind the 0.5 s they cost each run. In batches the
+# recorder still records every task run, within half a second.
+SERVER_SETTINGS = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "0.5",
+}
 # The server of a session without `slow` or `integration` tests (`make
 # test-fast`: no worker, no deployment run, every flow run in the test process)
-# does not record task runs: no test of that tier reads them, and the recorder
-# writes each task run's every state in a transaction of its own, so a flow run
-# created just after another one ended often got a 503 (SQLite busy) and retried
-# 2 s later. That is also what flow-run heartbeats hid, which the `prefect_api`
-# fixture turns off with such a server (see there).
+# does not record task runs at all: no test of that tier reads them, and that
+# is a third of the server's CPU there.
 LEAN_SERVER_SETTINGS = {"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false"}
 
 
@@ -315,8 +322,7 @@ class PrefectServer:
         # The server must not try to reach itself through a client URL.
         del env["PREFECT_API_URL"]
         env["PREFECT_SERVER_API_AUTH_STRING"] = AUTH_STRING
-        if self.lean:
-            env.update(LEAN_SERVER_SETTINGS)
+        env.update(LEAN_SERVER_SETTINGS if self.lean else SERVER_SETTINGS)
         with self._lock:
             if self._stopped:  # stopped while the template was being built
                 return

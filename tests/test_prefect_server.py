@@ -70,4 +70,7 @@ def test_the_server_runs_with_the_services_its_session_needs(
     assert prefect_server.lean is not needs_full_server(request.session.items)
     with prefect_server.client() as client:
         settings = client._client.get("/admin/settings").json()
-    assert settings["server"]["services"]["task_run_recorder"]["enabled"] is not prefect_server.lean
+    recorder = settings["server"]["services"]["task_run_recorder"]
+    assert recorder["enabled"] is not prefect_server.lean
+    if not prefect_server.lean:
+        assert (recorder["batch_size"], recorder["flush_interval"]) == (50, 0.5)
