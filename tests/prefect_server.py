@@ -65,10 +65,11 @@ DATABASE_TEMPLATES = REPO_ROOT / ".cache" / "test" / "prefect-db"
 # run's creation then often met SQLite busy (503) and retried 2 s later.
 # Flow-run heartbeats, which tests/conftest.py turns off in the test process,
 # used to hide that behind the 0.5 s they cost each run. In batches the
-# recorder still records every task run, within half a second.
+# recorder still records every task run, within a second. (Prefect takes the
+# interval's whole seconds: 0.5 would make it flush in a loop, a core busy.)
 SERVER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "0.5",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
 }
 # The server of a session without `slow` or `integration` tests (`make
 # test-fast`: no worker, no deployment run, every flow run in the test process)
@@ -372,6 +373,12 @@ class PrefectServer:
 
     def log_tail(self) -> str:
         return self._server.log_tail() if self._server else "(not started)"
+
+    @property
+    def pid(self) -> int:
+        """The server process's pid (it is running)."""
+        assert self._server is not None
+        return self._server.process.pid
 
     def run_cli(
         self,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,4 +76,17 @@ def test_the_server_runs_with_the_services_its_session_needs(
     recorder = settings["server"]["services"]["task_run_recorder"]
     assert recorder["enabled"] is not prefect_server.lean
     if not prefect_server.lean:
-        assert (recorder["batch_size"], recorder["flush_interval"]) == (50, 0.5)
+        assert (recorder["batch_size"], recorder["flush_interval"]) == (50, 1.0)
+
+
+def test_the_server_idles_without_burning_cpu(prefect_server: PrefectServer) -> None:
+    """With a service misconfigured (a 0 s flush loop) the server kept a core busy."""
+    pid = prefect_server.pid
+
+    def cpu_seconds() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before = cpu_seconds()
+    time.sleep(2)
+    assert cpu_seconds() - before < 1.0
