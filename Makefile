@@ -19,8 +19,9 @@ run: $(BIN)/.synced
 # Two pytest-xdist workers, each a test session with its own Prefect server and
 # Azurite (started only if its tests need them). --dist loadscope keeps a
 # module's tests, and so its module-scoped stack (deployments, worker), on one
-# worker. One session alone: `.venv/bin/pytest` (or PYTEST_XDIST=-n0).
-PYTEST_XDIST ?= -n 2 --dist loadscope
+# worker, in the order tests/conftest.py gives them (longest first).
+# One session alone: `.venv/bin/pytest` (or PYTEST_XDIST=-n0).
+PYTEST_XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
 
 test: $(BIN)/.synced node_modules/.installed
 	$(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 from collections.abc import Iterator
@@ -11,34 +12,63 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from flows.compute.base import EnvironmentRef, StepOutput, StepSpec
-from tests.fakes import InProcessFactory
-
+# Imported where used, not here: with xdist the controlling process loads this
+# file too but runs no test, and these imports (Prefect, scikit-learn, pandas)
+# cost it 4-5 CPU s while the workers start up.
 if TYPE_CHECKING:
+    from flows.compute.base import EnvironmentRef, StepSpec
+    from tests.fakes import InProcessFactory
     from tests.prefect_server import PrefectServer
 
 # Session fixtures of the real services: `azurite` and `prefect_server` (which imports services).
 pytest_plugins = ["tests.services", "tests.prefect_server"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The longest modules (a real server, worker and Azurite running the weekly
-# cycle and the deployments) go first: with `make test`'s two xdist workers the
-# rest fills the other worker meanwhile, instead of one of them running last.
-LONGEST_FIRST = ("tests/integration/test_weekly_cycle.py", "tests/integration/test_deployments.py")
+# The longest modules with slow or integration tests, longest first (as
+# measured with `make test`): they go first, so with `make test`'s two xdist
+# workers the rest fills the other worker meanwhile, instead of one of them
+# running last. The other modules follow, those with the most tests first
+# (test_train_flow and test_score_flow, long too, among the first; in `make
+# test-fast`, where all come in that order, they start after a few modules that
+# do not wait for the session's server to boot). The Makefile passes --no-loadscope-reorder:
+# xdist's own order (most tests first) put the weekly cycle, one test of about
+# two minutes, last.
+LONGEST_FIRST = (
+    "tests/integration/test_weekly_cycle.py",
+    "tests/integration/test_deployments.py",
+    "tests/integration/test_aml_http.py",
+    "tests/flows/test_cli_errors.py",
+    "tests/flows/compute/test_aml_score_flow.py",
+    "tests/reliability/test_azurite_outage.py",
+    "tests/flows/test_local_compute.py",
+    "tests/reliability/test_flow_resume.py",
+    "tests/flows/compute/test_aml_train_flow.py",
+)
 SAMPLE_CSV = REPO_ROOT / "data" / "sample" / "iris.csv"
 # Virtual envs are keyed by content hash, so tests share one cache across runs:
 # a warm machine does not rebuild the step environment for every test.
 TEST_CACHE_DIR = REPO_ROOT / ".cache" / "test"
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k deselected theirs
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the LONGEST_FIRST modules first, the rest in their usual order."""
+    """Run the LONGEST_FIRST modules first, then the others, most tests first."""
 
-    def rank(item: pytest.Item) -> int:
-        module = item.nodeid.split("::", 1)[0]
-        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+    from tests.prefect_server import needs_full_server
 
-    items.sort(key=rank)
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    tests = collections.Counter(module(item) for item in items)
+    # Only their slow tests make these modules long (`make test-fast` has none).
+    slow = {module(item) for item in items if needs_full_server([item])}
+    longest = [name for name in LONGEST_FIRST if name in slow]
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = module(item)
+        return (longest.index(name) if name in longest else len(longest)), -tests[name]
+
+    items.sort(key=rank)  # stable: a module's tests keep their order
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -96,15 +126,31 @@ def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
     before), and the log and event workers drained before the server goes.
     Tests share the server's database, so they look up their own flow runs by
     id, never count all of them.
+
+    Flow runs in this process send no heartbeats: Prefect's heartbeat thread
+    sleeps in 1 s steps and the run's end joins it, 0.5 s of every flow run
+    (~1.5 s) on average. Heartbeats are for a server to notice a crashed run,
+    which no test of an in-process run waits for; flow runs in the processes
+    tests start (a worker's, `flows/train.py`) send them as usual.
     """
     from prefect.context import _temporary_global_settings_context, get_settings_context
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
+    from prefect.settings.legacy import Setting
 
     from tests.prefect_server import AUTH_STRING
 
-    api = {PREFECT_API_URL: prefect_server.api_url, PREFECT_API_AUTH_STRING: AUTH_STRING}
+    api: dict[Setting, Any] = {
+        PREFECT_API_URL: prefect_server.api_url,
+        PREFECT_API_AUTH_STRING: AUTH_STRING,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+    }
     with temporary_settings(updates=api):
         with _temporary_global_settings_context(get_settings_context()):
             yield prefect_server
@@ -119,6 +165,7 @@ def in_process_compute() -> Iterator[InProcessFactory]:
     Pass it to `backends_of(compute=...)`: flows in that block run on it.
     """
     import flows.tasks
+    from tests.fakes import InProcessFactory
 
     with pytest.MonkeyPatch.context() as patch:
         # Every run builds the wheel (uv build, 1-2 s); here once per module is
@@ -149,6 +196,8 @@ def step_environment(tmp_path_factory: pytest.TempPathFactory) -> EnvironmentRef
 
 def probe_step(tmp_path: Path, body: str, run_id: str, output: str) -> StepSpec:
     """A step whose script runs `body` with `out` (a Path) as its only output folder."""
+    from flows.compute.base import StepOutput, StepSpec
+
     code = tmp_path / f"probe-{run_id}"
     code.mkdir(exist_ok=True)
     (code / "probe.py").write_text(

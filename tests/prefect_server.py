@@ -8,10 +8,14 @@ with PREFECT_SERVER_API_AUTH_STRING, and every client the harness makes
 Start-up (importing the server, migrating a fresh database) takes 30 s or
 more on a busy 2-core machine, so it waits up to 180 s; the session's server
 is launched right after collection, so the tests before the first one that
-needs it run meanwhile. Commands the test runs against it (`prefect deploy`,
-`prefect worker start`...) get `env()`: the same home, the server's API URL
-and credentials, and nothing of the developer's own Prefect or SOMEMODEL_*
-settings.
+needs it run meanwhile. Migrating a fresh SQLite database is most of that
+(about 7 of 11 s on an idle machine), so the database is migrated once, by
+`prefect server database upgrade`, into a template under .cache/test keyed by
+Prefect's version and migrations, and each server starts on a copy of it (and
+still runs its own migration check, a no-op at the head). Commands the test
+runs against it (`prefect deploy`, `prefect worker start`...) get `env()`: the
+same home, the server's API URL and credentials, and nothing of the
+developer's own Prefect or SOMEMODEL_* settings.
 
 Every process is started in its own session and stopped by process group, so
 nothing it spawned (uvicorn workers, flow-run subprocesses) outlives the test.
@@ -20,26 +24,32 @@ nothing it spawned (uvicorn workers, flow-run subprocesses) outlives the test.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import pytest
-from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.objects import FlowRun
-from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+from flows.fsutil import file_lock
 from tests.services import ServiceStartError, free_port
+
+# Prefect is imported where used: the xdist controller loads this plugin too.
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.objects import FlowRun
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
@@ -48,6 +58,24 @@ STARTUP_TIMEOUT_SECONDS = 180.0
 STOP_TIMEOUT_SECONDS = 20.0
 # `user:password`, as `prefect server start` expects it; a test value, not a secret.
 AUTH_STRING = "somemodel:test-only-password"
+# Migrated SQLite databases, one per Prefect version and set of migrations.
+DATABASE_TEMPLATES = REPO_ROOT / ".cache" / "test" / "prefect-db"
+# Prefect's task-run recorder writes each state of each task run in a
+# transaction of its own, just after the flow run that sent them; the next flow
+# run's creation then often met SQLite busy (503) and retried 2 s later.
+# Flow-run heartbeats, which tests/conftest.py turns off in the test process,
+# used to hide that behind the 0.5 s they cost each run. In batches the
+# recorder still records every task run, within a second. (Prefect takes the
+# interval's whole seconds: 0.5 would make it flush in a loop, a core busy.)
+SERVER_SETTINGS = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+# The server of a session without `slow` or `integration` tests (`make
+# test-fast`: no worker, no deployment run, every flow run in the test process)
+# does not record task runs at all: no test of that tier reads them, and that
+# is a third of the server's CPU there.
+LEAN_SERVER_SETTINGS = {"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false"}
 
 
 def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -156,14 +184,97 @@ class BackgroundProcess:
         stop_process_group(self.process)
 
 
-class PrefectServer:
-    """One `prefect server start` with its own PREFECT_HOME on 127.0.0.1:`port`."""
+def sqlite_migrations() -> Path:
+    """The folder of Prefect's SQLite migrations (alembic's versions)."""
+    import prefect
 
-    def __init__(self, home: Path, port: int | None = None) -> None:
+    return (
+        Path(prefect.__file__).parent
+        / "server"
+        / "database"
+        / "_migrations"
+        / "versions"
+        / "sqlite"
+    )
+
+
+def database_template_path() -> Path:
+    """Where the template for this Prefect (version and migration files) is, built or not."""
+    import prefect
+
+    digest = hashlib.sha256(prefect.__version__.encode())
+    for migration in sorted(sqlite_migrations().glob("*.py")):
+        digest.update(migration.name.encode() + b"\0" + migration.read_bytes())
+    return DATABASE_TEMPLATES / f"prefect-{prefect.__version__}-{digest.hexdigest()[:16]}.db"
+
+
+def database_template() -> Path:
+    """A database migrated to Prefect's head by `prefect server database upgrade`, built once.
+
+    Built in a temporary PREFECT_HOME and copied with SQLite's backup API (so
+    whatever was still in the write-ahead log is in the copy), checked, then
+    renamed into place: a build that fails or is cut short leaves no template.
+    The lock makes concurrent sessions (xdist workers) build it once.
+    """
+    template = database_template_path()
+    if template.exists():
+        return template
+    with file_lock(DATABASE_TEMPLATES / ".lock"):
+        if template.exists():
+            return template
+        with tempfile.TemporaryDirectory(prefix="build-", dir=DATABASE_TEMPLATES) as build:
+            home = Path(build) / "home"
+            home.mkdir()
+            result = subprocess.run(
+                [str(PREFECT_BIN), "server", "database", "upgrade", "-y"],
+                cwd=home,
+                env=clean_environment(
+                    {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+                ),
+                capture_output=True,
+                text=True,
+                timeout=STARTUP_TIMEOUT_SECONDS,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise ServiceStartError(
+                    f"`prefect server database upgrade` exited {result.returncode}:\n"
+                    f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+                )
+            built = Path(build) / "template.db"
+            with (
+                contextlib.closing(
+                    sqlite3.connect(f"file:{home / 'prefect.db'}?mode=ro", uri=True)
+                ) as source,
+                contextlib.closing(sqlite3.connect(built)) as copy,
+            ):
+                source.backup(copy)
+                if copy.execute("PRAGMA integrity_check").fetchone() != ("ok",):
+                    raise ServiceStartError(f"the migrated database {built} is corrupt")
+                if not copy.execute("SELECT version_num FROM alembic_version").fetchall():
+                    raise ServiceStartError(f"the migrated database {built} has no version")
+            built.replace(template)
+    return template
+
+
+class PrefectServer:
+    """One `prefect server start` with its own PREFECT_HOME on 127.0.0.1:`port`.
+
+    Its database starts as a copy of `database_template()`.
+    """
+
+    def __init__(self, home: Path, port: int | None = None, *, lean: bool = False) -> None:
         self.home = home
+        self.lean = lean
         self.port = port or free_port()
+        self.database = home / "prefect.db"
         self._server: BackgroundProcess | None = None
         self._launched = 0.0
+        self._launcher: threading.Thread | None = None
+        self._launch_error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
 
     @property
     def api_url(self) -> str:
@@ -192,30 +303,53 @@ class PrefectServer:
         self.launch()
         self.wait_healthy()
 
+    def launch_in_background(self) -> None:
+        """`launch()` in a thread (a cold cache builds the template first): tests run meanwhile."""
+
+        def launch() -> None:
+            try:
+                self.launch()
+            except BaseException as exc:  # raised again by wait_healthy()
+                self._launch_error = exc
+
+        self._launcher = threading.Thread(target=launch, name="prefect-server-launch", daemon=True)
+        self._launcher.start()
+
     def launch(self) -> None:
-        """Start the server process; `wait_healthy()` waits until it answers."""
+        """Start the server on a copy of the template; `wait_healthy()` waits until it answers."""
         self.home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(database_template(), self.database)
         env = self.env()
         # The server must not try to reach itself through a client URL.
         del env["PREFECT_API_URL"]
         env["PREFECT_SERVER_API_AUTH_STRING"] = AUTH_STRING
-        self._server = BackgroundProcess(
-            [
-                str(PREFECT_BIN),
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            env=env,
-            log=self.home / "server.log",
-            cwd=self.home,
-        )
-        self._launched = time.monotonic()
+        env.update(LEAN_SERVER_SETTINGS if self.lean else SERVER_SETTINGS)
+        with self._lock:
+            if self._stopped:  # stopped while the template was being built
+                return
+            self._launched = time.monotonic()
+            self._server = BackgroundProcess(
+                [
+                    str(PREFECT_BIN),
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=env,
+                log=self.home / "server.log",
+                cwd=self.home,
+            )
 
     def wait_healthy(self) -> None:
+        if self._launcher is not None:
+            self._launcher.join()
+            if self._launch_error is not None:
+                raise ServiceStartError(
+                    f"prefect server could not be launched: {self._launch_error!r}"
+                ) from self._launch_error
         assert self._server is not None
         deadline = self._launched + STARTUP_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -239,6 +373,12 @@ class PrefectServer:
 
     def log_tail(self) -> str:
         return self._server.log_tail() if self._server else "(not started)"
+
+    @property
+    def pid(self) -> int:
+        """The server process's pid (it is running)."""
+        assert self._server is not None
+        return self._server.process.pid
 
     def run_cli(
         self,
@@ -320,6 +460,9 @@ class PrefectServer:
     @contextlib.contextmanager
     def client(self) -> Iterator[SyncPrefectClient]:
         """A Prefect client for this server, whatever API the test process points at."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
         with (
             temporary_settings(
                 updates={PREFECT_API_URL: self.api_url, PREFECT_API_AUTH_STRING: AUTH_STRING}
@@ -329,7 +472,12 @@ class PrefectServer:
             yield client
 
     def stop(self) -> None:
-        server, self._server = self._server, None
+        with self._lock:
+            self._stopped = True
+        if self._launcher is not None and self._launcher is not threading.current_thread():
+            self._launcher.join()  # a template build in progress finishes (or fails) first
+        with self._lock:
+            server, self._server = self._server, None
         if server is not None:
             server.stop()
 
@@ -364,6 +512,11 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def needs_full_server(items: Sequence[pytest.Item]) -> bool:
+    """Whether a session of these tests needs every server service (not LEAN_SERVER_SETTINGS)."""
+    return any(item.get_closest_marker(m) for item in items for m in ("slow", "integration"))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Launch the session's server now if a test will use it: it boots while others run."""
     if session.config.option.collectonly or not any(
@@ -371,8 +524,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ):
         return
     home = Path(tempfile.mkdtemp(prefix="prefect-home-"))
-    server = PrefectServer(home)
-    server.launch()
+    server = PrefectServer(home, lean=not needs_full_server(session.items))
+    server.launch_in_background()
     session.config.stash[_SESSION_SERVER] = server
 
     def stop() -> None:

@@ -57,13 +57,20 @@ def test_without_the_servers_credentials_it_says_which_setting(
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "local_env")
 def test_set_up_twice_creates_the_pool_once_and_saves_the_summary() -> None:
-    async def delete_pool() -> None:
-        # The session's server is shared: another test may have set up the pool already.
+    async def delete_pool_and_notification_block() -> None:
+        # The session's server is shared: another test (the webhook one below, the
+        # weekly cycle) may have set up the pool and saved a notification block already.
         async with get_client() as client:
             with contextlib.suppress(ObjectNotFound):
                 await client.delete_work_pool("somemodel-process")
+            for block_type in await client.read_block_types():
+                with contextlib.suppress(ObjectNotFound):
+                    block = await client.read_block_document_by_name(
+                        Settings().notification_block, block_type.slug
+                    )
+                    await client.delete_block_document(block.id)
 
-    asyncio.run(delete_pool())
+    asyncio.run(delete_pool_and_notification_block())
     first = set_up(Settings())
     second = set_up(Settings())
     assert first.work_pools == ("somemodel-process",)
