@@ -49,15 +49,23 @@ def test_racing_promotions_end_at_the_newest_and_latest_is_always_valid_json(
     observed: list[str] = []
     errors: list[BaseException] = []
 
+    # The oldest promotion goes first; the others wait until the reader has seen its
+    # latest.json, so the reader is reading while they race (a fast store could
+    # otherwise finish them all before the reader thread first runs).
+    seen = threading.Event()
+
     def reader() -> None:
         barrier.wait()
         while not done.is_set():
             current = any_store.read_versioned(LATEST)
             if current is not None:
                 observed.append(json.loads(current.text)["run_id"])  # must parse, always
+                seen.set()
 
     def promoter(i: int) -> None:
         barrier.wait()
+        if i > 0:
+            seen.wait(timeout=60)
         try:
             promote(any_store, refs[i])
         except BaseException as exc:
