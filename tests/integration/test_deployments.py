@@ -53,7 +53,8 @@ from deployments.declared import load_deployments
 from deployments.serve import load_flow
 from flows.datastore.blob import BlobDatastore
 from flows.settings import Settings
-from tests.conftest import REPO_ROOT, SAMPLE_CSV, TEST_CACHE_DIR
+from tests.api_doc import doc_blocks
+from tests.conftest import SAMPLE_CSV, TEST_CACHE_DIR
 from tests.prefect_server import (
     VENV_BIN,
     BackgroundProcess,
@@ -71,7 +72,6 @@ INPUT_PATH = "raw/2026-11-23.csv"  # the path docs/api.md's examples use
 BLOCK_NAME = "somemodel-blob-e2e"
 RUN_TIMEOUT_SECONDS = 600.0
 LATEST = "trained_models/latest.json"
-API_DOC = REPO_ROOT / "docs" / "api.md"
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "node_modules", ".cache", ".datastore", "*_cache", "__pycache__", ".env"
 )
@@ -200,25 +200,6 @@ def _logs(stack: Stack, flow_run_id: UUID) -> list[tuple[str, str]]:
 def _latest(store: BlobDatastore) -> str | None:
     current = store.read_versioned(LATEST)
     return current.text if current else None
-
-
-def doc_blocks(heading: str, language: str) -> list[str]:
-    """The fenced `language` blocks under docs/api.md's `## heading`, in order."""
-    blocks: list[str] = []
-    section, block = "", None
-    for line in API_DOC.read_text().splitlines():
-        if block is not None:
-            if line.startswith("```"):
-                blocks.append("\n".join(block) + "\n")
-                block = None
-            else:
-                block.append(line)
-        elif line.startswith("## "):
-            section = line[3:].strip()
-        elif section == heading and line == f"```{language}":
-            block = []
-    assert blocks, f"no {language} block under '## {heading}' in {API_DOC}"
-    return blocks
 
 
 def json_documents(text: str) -> list[Any]:
