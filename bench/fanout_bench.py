@@ -14,9 +14,10 @@ scores the folder through `LocalCompute`, as the score flow does:
 
 The first row is what a 2-core machine gets from the fan-out; against the
 second, the 2 shards bring one CPU each, as two AML nodes would: that is how the
-fan-out scales when each shard brings room of its own. (One step already keeps
-about 1.4 CPUs busy on its own, so on a fixed 2-core machine the fan-out can
-at best be 2 / 1.4 faster.)
+fan-out scales when each shard brings room of its own. (On one machine the
+scoring itself scales, but writing the predictions, which the shards and the
+merge write more often than one step, and each process's start-up do not:
+BENCHMARKS.md, "Sharded scoring", has the time of each phase.)
 
 Both include the datastore copies (inputs in, outputs out) and each process's
 start-up; the 2-shard time includes the merge. Besides wall time it reports the
