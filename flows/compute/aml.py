@@ -218,12 +218,17 @@ class AmlCompute:
 
     # --- jobs -------------------------------------------------------------------------------
 
-    def run_step(self, spec: StepSpec, environment: EnvironmentRef) -> StepResult:
+    def run_step(
+        self,
+        spec: StepSpec,
+        environment: EnvironmentRef,
+        stopping: threading.Event | None = None,
+    ) -> StepResult:
         outputs = {o.name: o.path for o in spec.outputs}
         job = build_command_job(
             spec, environment_id(environment.name, environment.version), self.target, self.tags
         )
-        return self.submit_job(job, step=spec.step, outputs=outputs)
+        return self.submit_job(job, step=spec.step, outputs=outputs, stopping=stopping)
 
     def run_steps(self, specs: Sequence[StepSpec], environment: EnvironmentRef) -> list[StepResult]:
         """Submit every step as its own command job and wait for all of them at once.
@@ -239,7 +244,7 @@ class AmlCompute:
         def run(spec: StepSpec) -> StepResult:
             if stopping.is_set():
                 raise StepFailedError(f"Azure ML job {spec.job_name} not submitted: another failed")
-            return self.run_step(spec, environment)
+            return self.run_step(spec, environment, stopping)
 
         self.log.info("Submitting %d Azure ML jobs side by side", len(specs))
         with ThreadPoolExecutor(max_workers=len(specs), thread_name_prefix="aml-job") as pool:
@@ -262,14 +267,27 @@ class AmlCompute:
             wait(futures)
             raise error
 
-    def submit_job(self, job: Job, *, step: str, outputs: Mapping[str, str]) -> StepResult:
+    def submit_job(
+        self,
+        job: Job,
+        *,
+        step: str,
+        outputs: Mapping[str, str],
+        stopping: threading.Event | None = None,
+    ) -> StepResult:
         """Submit `job` (or attach to the job of that name) and wait for it to end.
 
         Any job with a deterministic name works (command jobs from `run_step`).
+        `stopping` is a fan-out's: set once the job exists, the fan-out has
+        given up, and perhaps already tried to cancel the job before it existed,
+        so the job cancels itself rather than run on with no one waiting for it.
         """
         name = job.name or ""
         started = self.clock.now()
         current, attached = self._submit_or_attach(job)
+        if stopping is not None and stopping.is_set():
+            self._cancel(name, reason="another job of the fan-out failed")
+            raise StepFailedError(f"Azure ML job {name} cancelled: another job failed")
         url = current.studio_url or ""
         status = job_status(current)
         if attached:

@@ -600,10 +600,45 @@ def test_fan_out_failure_cancels_the_other_jobs(fake: FakeMLClient, spec: StepSp
     compute = make_compute(fake, run_timeout_seconds=10**13, queue_timeout_seconds=10**13)
     with pytest.raises(StepFailedError, match=rf"{specs[1].job_name} ended Failed: .*bad CSV"):
         compute.run_steps(specs, ENV)
-    assert sorted(fake.jobs.cancelled) == [specs[0].job_name, specs[2].job_name]
-    assert all(
-        fake.jobs._status(fake.jobs.records[s.job_name]) == "Canceled" for s in (specs[0], specs[2])
-    )
+    # A job whose thread had not submitted it when the failure came is never
+    # submitted (run_steps' docstring); every other one is cancelled.
+    others = [s.job_name for s in (specs[0], specs[2]) if s.job_name in fake.jobs.records]
+    assert others, "no other job was submitted: the test proved nothing"
+    assert sorted(set(fake.jobs.cancelled)) == others
+    assert all(fake.jobs._status(fake.jobs.records[name]) == "Canceled" for name in others)
+
+
+def test_a_fan_out_job_submitted_after_the_failure_cancels_itself(
+    fake: FakeMLClient, spec: StepSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shard 1's thread submits its job only after the fan-out tried, in vain, to cancel
+    it (it did not exist yet): the job must not run on with no one waiting for it."""
+    specs = _shards(spec, 2)
+    failing = Script(queued_seconds=1, running_seconds=5, outcome=Outcome("Failed", error="bad"))
+    fake.jobs.script(specs[0].job_name, failing)
+    fake.jobs.script(specs[1].job_name, Script(queued_seconds=1, running_seconds=10**12))
+    tried_to_cancel = threading.Event()
+    create = fake.jobs.create_or_update
+
+    def late_create(job, **kwargs):  # type: ignore[no-untyped-def]
+        if job.name == specs[1].job_name:
+            assert tried_to_cancel.wait(60), "the fan-out never tried to cancel shard 1"
+        return create(job, **kwargs)
+
+    monkeypatch.setattr(fake.jobs, "create_or_update", late_create)
+    compute = make_compute(fake, run_timeout_seconds=10**13, queue_timeout_seconds=10**13)
+    cancel = compute._cancel
+
+    def cancel_then_release(name: str, reason: str) -> None:
+        cancel(name, reason)
+        if name == specs[1].job_name:
+            tried_to_cancel.set()
+
+    monkeypatch.setattr(compute, "_cancel", cancel_then_release)
+    with pytest.raises(StepFailedError, match=rf"{specs[0].job_name} ended Failed: .*bad"):
+        compute.run_steps(specs, ENV)
+    assert fake.jobs.cancelled == [specs[1].job_name]
+    assert fake.jobs._status(fake.jobs.records[specs[1].job_name]) == "Canceled"
 
 
 def test_fan_out_interrupted_while_waiting_cancels_every_job(
